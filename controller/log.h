@@ -30,7 +30,8 @@ void log_set_fd(int fd);
 /* Format and write one record. Use the macros below instead. */
 void log_write(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-void log_vwrite(enum log_level level, const char *fmt, va_list ap);
+void log_vwrite(enum log_level level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 #define log_enabled(l) ((l) >= log_min_level)
 #define LOG_AT(l, ...)                                                        \

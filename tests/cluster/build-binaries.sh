@@ -3,7 +3,7 @@
 # cache them outside the build tree, keyed by version:
 #   $CACHE/etcd-<ver>/etcd
 #   $CACHE/kubernetes-<ver>/{kube-apiserver}
-#   $CACHE/kwok-<ver>/kwok
+#   $CACHE/kwok-<ver>[-patched-<hash>]/{kwok,stages/,crds/}
 #   $CACHE/kubectl-<pkgver>/{kubectl,helm}   (static binaries from an npm package)
 # A binary already in the cache is never rebuilt. A build goes to a temporary
 # directory and is moved into place only when complete, so an interrupted build
@@ -106,13 +106,29 @@ EOF
 			k8s.io/kubernetes/cmd/kube-apiserver)
 }
 
+# kwok is built from its module source plus patches/kwok-<ver>.patch (local
+# exec fixes, see the patch's header); the cache key carries the patch's hash so
+# changing the patch rebuilds kwok. cluster.py computes the same key.
+kwok_patch=$here/patches/kwok-$KWOK_VERSION.patch
+kwok_key=kwok-$KWOK_VERSION
+if [ -f "$kwok_patch" ]; then
+	kwok_key=$kwok_key-patched-$(sha256sum "$kwok_patch" | cut -c1-12)
+fi
+
 build_kwok() {
 	local out=$1
 	mkdir -p "$out/src"
-	GOBIN="$out" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
-	# kwok's stage definitions live in its module; keep the ones we use.
 	local mod
-	mod=$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION
+	mod=$(cd "$out/src" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+	cp -r "$mod" "$out/src/kwok"
+	chmod -R u+w "$out/src/kwok"
+	if [ -f "$kwok_patch" ]; then
+		(cd "$out/src/kwok" && patch -p1 --quiet < "$kwok_patch")
+	fi
+	# built as the main module: its own go.mod and go.sum apply
+	(cd "$out/src/kwok" && go build -trimpath -ldflags "-s -w" -o "$out/kwok" ./cmd/kwok)
+	# kwok's stage definitions live in its module; keep the ones we use.
 	mkdir -p "$out/stages"
 	cp "$mod/kustomize/stage/node/fast/node-initialize.yaml" \
 	   "$mod/kustomize/stage/node/heartbeat/node-heartbeat.yaml" \
@@ -123,7 +139,10 @@ build_kwok() {
 		find "$mod/kustomize/stage" -name '*.yaml' ! -name kustomization.yaml \
 			-exec cp {} "$out/stages/" \;
 	}
-	chmod -R u+w "$out/stages"
+	# the Exec CRD: per-Pod exec settings (own workDir) as API objects
+	mkdir -p "$out/crds"
+	cp "$mod/kustomize/crd/bases/kwok.x-k8s.io_execs.yaml" "$out/crds/"
+	chmod -R u+w "$out/stages" "$out/crds"
 }
 
 build_kubectl() {
@@ -146,6 +165,6 @@ EOF
 
 build_into "$CACHE/etcd-$ETCD_VERSION" build_etcd
 build_into "$CACHE/kubernetes-$KUBE_VERSION" build_kubernetes
-build_into "$CACHE/kwok-$KWOK_VERSION" build_kwok
+build_into "$CACHE/$kwok_key" build_kwok
 build_into "$CACHE/kubectl-$KUBECTL_NPM_VERSION" build_kubectl
 echo "$CACHE"

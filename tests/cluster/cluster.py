@@ -31,6 +31,7 @@ import argparse
 import base64
 import ctypes
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -288,7 +289,12 @@ class Binaries:
 
     @property
     def kwok_dir(self) -> Path:
-        return self.cache / f"kwok-{self.versions['KWOK_VERSION']}"
+        """Same key as build-binaries.sh: the version, plus the hash of our patch."""
+        key = f"kwok-{self.versions['KWOK_VERSION']}"
+        patch = HERE / "patches" / f"{key}.patch"
+        if patch.exists():
+            key += "-patched-" + hashlib.sha256(patch.read_bytes()).hexdigest()[:12]
+        return self.cache / key
 
     @property
     def kwok(self) -> Path:
@@ -630,6 +636,9 @@ class Supervisor:
             "--kubelet-preferred-address-types=InternalIP",
             # so that privileged Pods are refused by PodSecurity, as in a real cluster
             "--allow-privileged=true",
+            # on SIGTERM, close the HTTP server 2s after in-flight requests drain
+            # instead of waiting up to --request-timeout (60s) for open watches
+            "--shutdown-send-retry-after=true",
             "--profiling=false",
             "--v=1",
         ]
