@@ -793,14 +793,23 @@ class Supervisor:
         write_private(self.layout.env, "".join(f"{k}={v}\n" for k, v in values.items()))
 
     def bring_up(self) -> None:
+        began = time.monotonic()
+
+        def done(what: str) -> None:
+            log(f"{what} at +{time.monotonic() - began:.2f}s")
+
         self.start_with_free_ports("etcd", ["etcd_client", "etcd_peer"], self.start_etcd)
+        done("etcd healthy")
         self.start_with_free_ports("kube-apiserver", ["apiserver"], self.start_apiserver)
+        done("kube-apiserver ready")
         write_kubeconfig(self.layout, self.api_url(""))
         self.create_namespace_and_service_accounts()
         self.install_exec_crd()
         self.create_nodes()
+        done("namespace, service accounts, Exec CRD and nodes created")
         self.start_with_free_ports("kwok", ["kwok"], self.start_kwok)
         self.wait_for("kwok", self.nodes_ready, KWOK_TIMEOUT, "reporting all nodes Ready")
+        done("kwok serving, nodes Ready")
         self.versions = self.read_versions_line()
         self.write_env()
 
@@ -814,7 +823,9 @@ class Supervisor:
             self.status = "restarting kube-apiserver"
             self.save_state()
             terminate([self.procs["kube-apiserver"]], grace=30)
-            log(f"kube-apiserver stopped; down for {request.get('down_seconds', 2)}s")
+            result["stop_seconds"] = round(time.monotonic() - began, 2)
+            log(f"kube-apiserver stopped in {result['stop_seconds']}s; "
+                f"down for {request.get('down_seconds', 2)}s")
             down_until = time.monotonic() + float(request.get("down_seconds", 2))
             while time.monotonic() < down_until:
                 self.check_interrupted()
@@ -833,17 +844,17 @@ class Supervisor:
         result["total_seconds"] = round(time.monotonic() - began, 2)
         write_json_atomic(self.layout.restart_result, result)
 
-    def report_unexpected_exits(self, reported: set[str]) -> None:
+    def report_unexpected_exits(self, reported: set[int]) -> None:
         for name, proc in self.procs.items():
-            if proc.poll() is not None and name not in reported:
-                reported.add(name)
+            if proc.poll() is not None and proc.pid not in reported:
+                reported.add(proc.pid)
                 log(f"{name} exited unexpectedly with code {proc.returncode}; "
                     f"see {self.layout.log(name)}")
                 self.status = f"degraded: {name} exited"
                 self.save_state()
 
     def loop(self) -> None:
-        reported: set[str] = set()
+        reported: set[int] = set()
         while self.stop_reason is None:
             if self.watched_process_gone():
                 self.stop_reason = f"watched pid {self.watch_pid} is gone"
@@ -1045,8 +1056,9 @@ def cmd_restart_apiserver(args) -> int:
         if result and result.get("id") == request_id:
             if not result["ok"]:
                 raise ClusterError(f"restart-apiserver failed: {result.get('error')}")
-            print(f"kube-apiserver restarted on port {result['port']} "
-                  f"(pid {result['pid']}, ready {result['ready_seconds']}s after restart)")
+            print(f"kube-apiserver restarted on port {result['port']} (pid {result['pid']}; "
+                  f"stopped in {result['stop_seconds']}s, down {args.down_seconds}s, "
+                  f"ready {result['ready_seconds']}s after restart)")
             return 0
         if not pid_alive(pid):
             raise ClusterError("the supervisor exited during restart-apiserver; see "
