@@ -589,7 +589,10 @@ static int on_watch_data(void *ud, const char *data, size_t len)
 	struct watch_ctx *w = ud;
 	if (!data) {
 		/* the stream is open */
-		STAT_INC(w->inf, watches);
+		pthread_mutex_lock(&w->inf->mu);
+		w->inf->stats.watches++;
+		w->inf->stats.watching = true;
+		pthread_mutex_unlock(&w->inf->mu);
 		return 0;
 	}
 	return kube_watch_decoder_feed(&w->dec, data, len, on_watch_event, w, w->err);
@@ -626,6 +629,9 @@ static enum kube_err do_watch(struct kube_informer *inf, const volatile int *sto
 	struct kube_error serr;
 	rc = kube_stream(inf->client, path, (long)(timeout_s + 30) * 1000, on_watch_data, &w,
 			 stop, &serr);
+	pthread_mutex_lock(&inf->mu);
+	inf->stats.watching = false;
+	pthread_mutex_unlock(&inf->mu);
 	/* an error found in the stream (event decoding, ERROR event) is in err;
 	 * one from the transfer itself is in serr */
 	if (rc != KUBE_OK && err->code != rc)

@@ -98,7 +98,8 @@ struct kube_informer_stats {
 	uint64_t errors;       /* failed lists and watches */
 	size_t objects;        /* objects known now */
 	char resource_version[64];
-	bool synced;
+	bool synced;           /* a list has completed */
+	bool watching;         /* a watch stream is open right now */
 };
 
 struct kube_informer;

@@ -1,29 +1,38 @@
 /*
- * sandbox-controller: the daemon's entry point.
+ * sandbox-controller: the daemon's entry point and wiring.
  *
- * For now it loads the Kubernetes configuration, connects to the API server,
- * reports its version, and keeps an informer on the sandbox Pods of its
- * namespace until SIGINT/SIGTERM (first signal: drain and stop; second: exit
- * at once). The HTTP API arrives with the lifecycle issue.
+ * Threads: the HTTP server's loop (this thread); the Pod informer feeding the
+ * sandbox cache; the reconciler; a pool of workers for Kubernetes writes.
+ * Signals: the first SIGINT/SIGTERM stops accepting work and drains; a second
+ * one exits at once.
  */
+#include "config.h"
+#include "http_server.h"
 #include "kube_client.h"
 #include "kube_config.h"
 #include "kube_watch.h"
 #include "log.h"
+#include "reconciler.h"
+#include "sandbox_api.h"
+#include "sandbox_spec.h"
+#include "sandbox_store.h"
 #include "util.h"
 #include "version.h"
+#include "workq.h"
 
-#include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define SANDBOX_SELECTOR "app.kubernetes.io/managed-by=sandbox-controller"
+#define WORKERS 8
+#define WORK_QUEUE 1024
 
 static volatile sig_atomic_t signals_seen;
 static volatile int stop_flag;
+static struct http_server *server;
 
 static void on_signal(int sig)
 {
@@ -36,126 +45,76 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: sandbox-controller [options]\n"
-		"  --kubeconfig PATH   kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)\n"
-		"  --context NAME      kubeconfig context (default: current-context)\n"
-		"  --namespace NS      sandbox namespace (default: the context's, else \"sandboxes\")\n"
-		"  --check             connect, print the API server version, and exit\n"
-		"  --log-level LEVEL   debug, info, warn, error (default info)\n"
-		"  --log-format FMT    json or text (default json)\n"
+		"usage: sandbox-controller [--config FILE] [options]\n"
+		"  --config FILE       YAML configuration (or $SBX_CONFIG); see docs/configuration.md\n"
+		"  --namespace NS      sandbox namespace (SBX_NAMESPACE)\n"
+		"  --listen ADDR       listen address (SBX_LISTEN_ADDRESS)\n"
+		"  --port N            listen port (SBX_PORT)\n"
+		"  --kubeconfig PATH   kubeconfig (SBX_KUBECONFIG; default: $KUBECONFIG, in-cluster,\n"
+		"                      ~/.kube/config)\n"
+		"  --context NAME      kubeconfig context (SBX_KUBE_CONTEXT)\n"
+		"  --log-level LEVEL   debug, info, warn, error (SBX_LOG_LEVEL)\n"
+		"  --log-format FMT    json or text (SBX_LOG_FORMAT)\n"
+		"  --check             load the configuration, connect to the API server, and exit\n"
 		"  --version           print the version and exit\n"
 		"  --help              this text\n");
 }
 
-struct counts {
-	long pods;
-};
-
-static void on_pod_event(void *ud, enum kube_event_type type, const cJSON *obj)
+static void *informer_thread(void *ud)
 {
-	struct counts *c = ud;
-	const cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
-	const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
-	if (type == KUBE_EVENT_ADDED)
-		c->pods++;
-	else if (type == KUBE_EVENT_DELETED)
-		c->pods--;
-	log_info("sandbox pod \"%s\" %s", cJSON_IsString(name) ? name->valuestring : "?",
-		 kube_event_type_name(type));
+	kube_informer_run(ud, &stop_flag);
+	return NULL;
 }
 
-static void on_pods_synced(void *ud)
+static void *reconciler_thread(void *ud)
 {
-	struct counts *c = ud;
-	log_info("pod cache synced: %ld sandbox pods", c->pods);
+	reconciler_run(ud, &stop_flag);
+	return NULL;
 }
 
-/* GET /version; logs and returns 0 when the API server answers. */
-static int check_server(struct kube_client *client, char *ver, size_t verlen)
+static int ensure_policies(void *ud)
 {
-	cJSON *v = NULL;
-	struct kube_error err;
-	enum kube_err rc = kube_request(client, "GET", "/version", NULL, NULL, 0, true, &v, &err);
-	if (rc) {
-		log_error("cannot reach the API server %s: %s: %s", kube_client_server(client),
-			  kube_strerror(rc), err.message);
-		return -1;
+	return sandbox_api_ensure_network_policies(ud);
+}
+
+/* Remove --check from argv (config_load does not know it). */
+static bool take_flag(int *argc, char **argv, const char *flag)
+{
+	bool found = false;
+	int w = 0;
+	for (int i = 0; i < *argc; i++) {
+		if (i > 0 && strcmp(argv[i], flag) == 0) {
+			found = true;
+			continue;
+		}
+		argv[w++] = argv[i];
 	}
-	const cJSON *gv = cJSON_GetObjectItemCaseSensitive(v, "gitVersion");
-	snprintf(ver, verlen, "%s", cJSON_IsString(gv) ? gv->valuestring : "unknown");
-	cJSON_Delete(v);
-	return 0;
+	*argc = w;
+	argv[w] = NULL;
+	return found;
 }
 
 int main(int argc, char **argv)
 {
-	const char *kubeconfig = NULL, *context = NULL, *ns = NULL;
-	bool check_only = false;
-	enum log_level level = LOG_INFO;
-	enum log_format fmt = LOG_FORMAT_JSON;
-	static const struct option longopts[] = {
-		{ "kubeconfig", required_argument, NULL, 'k' },
-		{ "context", required_argument, NULL, 'c' },
-		{ "namespace", required_argument, NULL, 'n' },
-		{ "check", no_argument, NULL, 'C' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "log-format", required_argument, NULL, 'f' },
-		{ "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int opt;
-	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-		switch (opt) {
-		case 'k':
-			kubeconfig = optarg;
-			break;
-		case 'c':
-			context = optarg;
-			break;
-		case 'n':
-			ns = optarg;
-			break;
-		case 'C':
-			check_only = true;
-			break;
-		case 'l': {
-			int l = log_level_parse(optarg);
-			if (l < 0) {
-				fprintf(stderr, "sandbox-controller: --log-level: unknown level \"%s\"\n",
-					optarg);
-				return 2;
-			}
-			level = (enum log_level)l;
-			break;
-		}
-		case 'f':
-			if (strcmp(optarg, "json") == 0) {
-				fmt = LOG_FORMAT_JSON;
-			} else if (strcmp(optarg, "text") == 0) {
-				fmt = LOG_FORMAT_TEXT;
-			} else {
-				fprintf(stderr, "sandbox-controller: --log-format: expected json or text\n");
-				return 2;
-			}
-			break;
-		case 'V':
-			printf("sandbox-controller %s\n", SBX_VERSION);
-			return 0;
-		case 'h':
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
-		default:
-			usage(stderr);
-			return 2;
+		}
+		if (strcmp(argv[i], "--version") == 0) {
+			printf("sandbox-controller %s\n", SBX_VERSION);
+			return 0;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr, "sandbox-controller: unexpected argument \"%s\"\n", argv[optind]);
-		usage(stderr);
+	bool check_only = take_flag(&argc, argv, "--check");
+	char err[512];
+	struct sbx_config *cfg = NULL;
+	if (config_load(getenv("SBX_CONFIG"), argc, argv, &cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbox-controller: %s\n", err);
 		return 2;
 	}
-	log_setup(level, fmt);
+	log_setup((enum log_level)log_level_parse(cfg->log_level),
+		  strcmp(cfg->log_format, "text") == 0 ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON);
 
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigemptyset(&sa.sa_mask);
@@ -163,52 +122,109 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	char err[512];
-	struct kube_config *cfg = NULL;
-	if (kube_config_load_default(kubeconfig, context, &cfg, err, sizeof(err)) != 0) {
-		log_error("cannot load the Kubernetes configuration: %s", err);
-		return 1;
-	}
-	struct kube_client *client = kube_client_new(cfg, NULL, err, sizeof(err));
-	if (!client) {
-		log_error("cannot create the Kubernetes client: %s", err);
-		kube_config_free(cfg);
-		return 1;
-	}
-	if (!ns)
-		ns = cfg->namespace ? cfg->namespace : "sandboxes";
-	log_info("sandbox-controller %s starting; API server %s (%s), namespace \"%s\"",
-		 SBX_VERSION, kube_client_server(client), cfg->source, ns);
-
 	int status = 1;
-	char ver[64];
-	if (check_server(client, ver, sizeof(ver)) != 0)
+	struct kube_config *kcfg = NULL;
+	struct kube_client *kube = NULL;
+	struct sandbox_store *store = NULL;
+	struct kube_informer *inf = NULL;
+	struct workq *wq = NULL;
+	struct sandbox_api *api = NULL;
+	struct reconciler *rec = NULL;
+	pthread_t inf_th, rec_th;
+	bool inf_started = false, rec_started = false;
+
+	if (kube_config_load_default(cfg->kubeconfig, cfg->kube_context, &kcfg, err,
+				     sizeof(err)) != 0) {
+		log_error("cannot load the Kubernetes configuration: %s", err);
 		goto out;
-	log_info("connected to kube-apiserver %s", ver);
+	}
+	kube = kube_client_new(kcfg, NULL, err, sizeof(err));
+	if (!kube) {
+		log_error("cannot create the Kubernetes client: %s", err);
+		goto out;
+	}
+	log_info("sandbox-controller %s starting: API server %s (%s), namespace \"%s\", %zu templates",
+		 SBX_VERSION, kube_client_server(kube), kcfg->source, cfg->namespace,
+		 cfg->ntemplates);
+	cJSON *ver = NULL;
+	struct kube_error ke;
+	enum kube_err krc = kube_request(kube, "GET", "/version", NULL, NULL, 0, true, &ver, &ke);
+	if (krc == KUBE_OK) {
+		const cJSON *gv = cJSON_GetObjectItemCaseSensitive(ver, "gitVersion");
+		log_info("connected to kube-apiserver %s",
+			 cJSON_IsString(gv) ? gv->valuestring : "(unknown version)");
+	} else {
+		log_warn("the API server does not answer yet (%s: %s); retrying in the background",
+			 kube_strerror(krc), ke.message);
+	}
+	cJSON_Delete(ver);
 	if (check_only) {
-		printf("kube-apiserver %s at %s\n", ver, kube_client_server(client));
-		status = 0;
+		status = krc == KUBE_OK ? 0 : 1;
 		goto out;
 	}
 
-	struct counts counts = { 0 };
+	store = sandbox_store_new();
 	struct kube_informer_opts io = {
 		.resource = &KUBE_RES_PODS,
-		.ns = ns,
-		.label_selector = SANDBOX_SELECTOR,
+		.ns = cfg->namespace,
+		.label_selector = SBX_SELECTOR,
 	};
-	struct kube_informer_ops ops = { .on_event = on_pod_event, .on_synced = on_pods_synced };
-	struct kube_informer *inf = kube_informer_new(client, &io, &ops, &counts);
-	if (!inf) {
+	struct kube_informer_ops ops = { .on_event = sandbox_store_on_event,
+					 .on_synced = sandbox_store_on_synced };
+	inf = store ? kube_informer_new(kube, &io, &ops, store) : NULL;
+	wq = workq_new(WORKERS, WORK_QUEUE);
+	api = inf && wq ? sandbox_api_new(cfg, kube, store, wq, inf) : NULL;
+	struct reconciler_opts ro = {
+		.cfg = cfg,
+		.kube = kube,
+		.store = store,
+		.ensure_policies = ensure_policies,
+		.ensure_ud = api,
+	};
+	rec = api ? reconciler_new(&ro) : NULL;
+	if (!rec) {
 		log_error("out of memory");
 		goto out;
 	}
-	kube_informer_run(inf, &stop_flag);
-	kube_informer_free(inf);
-	log_info("stopped");
+	struct http_server_opts ho = {
+		.bind_address = cfg->listen_address,
+		.port = cfg->port,
+		.max_body = cfg->max_body_bytes,
+	};
+	server = http_server_new(&ho, sandbox_api_handle, api, err, sizeof(err));
+	if (!server) {
+		log_error("cannot start the HTTP server on %s:%d: %s", cfg->listen_address, cfg->port,
+			  err);
+		goto out;
+	}
+	inf_started = pthread_create(&inf_th, NULL, informer_thread, inf) == 0;
+	rec_started = pthread_create(&rec_th, NULL, reconciler_thread, rec) == 0;
+	if (!inf_started || !rec_started) {
+		log_error("cannot start threads");
+		stop_flag = 1;
+		goto out;
+	}
+	log_info("listening on %s:%d", cfg->listen_address, http_server_port(server));
+	http_server_run(server, &stop_flag);
+	log_info("stopping: draining work in flight");
 	status = 0;
 out:
-	kube_client_free(client);
-	kube_config_free(cfg);
+	stop_flag = 1;
+	if (inf_started)
+		pthread_join(inf_th, NULL);
+	if (rec_started)
+		pthread_join(rec_th, NULL);
+	if (api)
+		sandbox_api_shutdown(api);
+	workq_free(wq);           /* runs what was queued; may add waiters */
+	sandbox_store_free(store); /* answers the waiters left */
+	http_server_free(server);
+	reconciler_free(rec);
+	sandbox_api_free(api);
+	kube_informer_free(inf);
+	kube_client_free(kube);
+	kube_config_free(kcfg);
+	config_free(cfg);
+	log_info("stopped");
 	return status;
 }

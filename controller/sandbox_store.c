@@ -249,6 +249,8 @@ struct sandbox_store {
 	struct waiter *waiters;
 };
 
+static void fire(struct waiter *fired);
+
 struct sandbox_store *sandbox_store_new(void)
 {
 	struct sandbox_store *st = calloc(1, sizeof(*st));
@@ -268,11 +270,16 @@ void sandbox_store_free(struct sandbox_store *st)
 		free(st->items[i]);
 	}
 	free(st->items);
+	/* every waiter is called exactly once: the ones still waiting time out */
+	struct waiter *fired = NULL;
 	while (st->waiters) {
 		struct waiter *w = st->waiters;
 		st->waiters = w->next;
-		free(w);
+		w->result = SANDBOX_WAIT_TIMEOUT;
+		w->next = fired;
+		fired = w;
 	}
+	fire(fired);
 	pthread_rwlock_destroy(&st->lock);
 	pthread_mutex_destroy(&st->wmu);
 	free(st);

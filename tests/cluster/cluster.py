@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import base64
 import ctypes
+import datetime
 import fcntl
 import hashlib
 import json
@@ -89,6 +90,12 @@ class Interrupted(ClusterError):
 def log(msg: str) -> None:
     """Diagnostics go to stderr; stdout is reserved for the documented output."""
     print(f"cluster.py: {msg}", file=sys.stderr, flush=True)
+
+
+def supervisor_log(msg: str) -> None:
+    """The supervisor's stderr is DIR/logs/supervisor.log: timestamp its lines."""
+    stamp = datetime.datetime.now().strftime("%H:%M:%S.%f")[:-3]
+    print(f"{stamp} {msg}", file=sys.stderr, flush=True)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -285,7 +292,11 @@ class Binaries:
 
     @property
     def apiserver(self) -> Path:
-        return self.cache / f"kubernetes-{self.versions['KUBE_VERSION']}" / "kube-apiserver"
+        return self.cache / f"kubernetes-{self.versions['KUBE_VERSION']}-2" / "kube-apiserver"
+
+    @property
+    def scheduler(self) -> Path:
+        return self.apiserver.with_name("kube-scheduler")
 
     @property
     def kwok_dir(self) -> Path:
@@ -316,8 +327,8 @@ class Binaries:
         return self.kwok_dir / "crds" / "kwok.x-k8s.io_execs.yaml"
 
     def check(self) -> None:
-        needed = [self.etcd, self.apiserver, self.kwok, self.kubectl, self.helm]
-        needed += [self.stage_file(s) for s in KWOK_STAGES]
+        needed = [self.etcd, self.apiserver, self.scheduler, self.kwok, self.kubectl, self.helm]
+        needed += [self.stage_file(s) for s in KWOK_STAGES] + [self.exec_crd]
         missing = [str(p) for p in needed if not p.exists()]
         if missing:
             raise ClusterError("missing from the binary cache (remove the entry and rerun "
@@ -427,7 +438,7 @@ metadata:
 spec:
   execs:
   - local:
-      workDir: {layout.exec_work}""")
+      workDir: {json.dumps(str(layout.exec_work))}""")
     layout.kwok_config.write_text("\n---\n".join(docs) + "\n")
 
 
@@ -457,7 +468,8 @@ class Http:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method)
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", "application/merge-patch+json"
+                           if method == "PATCH" else "application/json")
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
@@ -591,7 +603,7 @@ class Supervisor:
             except ComponentFailed as e:
                 if not e.port_clash() or attempt == PORT_ATTEMPTS:
                     raise
-                log(f"{name}: a port was taken before {name} could bind it; retrying")
+                supervisor_log(f"{name}: a port was taken before {name} could bind it; retrying")
                 terminate([self.procs.pop(name)])
 
     def start_etcd(self) -> None:
@@ -610,6 +622,9 @@ class Supervisor:
             f"--initial-cluster=sandbox-test={peer}",
             "--initial-cluster-state=new",
             "--unsafe-no-fsync=true",  # throwaway data: durability buys nothing
+            # a single member elects itself after one election timeout (default 1s)
+            "--heartbeat-interval=20",
+            "--election-timeout=200",
             "--log-level=warn",
         ])
         self.wait_for("etcd", lambda: self.http.ok(f"{client}/health"), ETCD_TIMEOUT,
@@ -654,9 +669,27 @@ class Supervisor:
         self.spawn("kube-apiserver", self.apiserver_argv())
         self.wait_for("kube-apiserver", self.apiserver_ready, APISERVER_TIMEOUT, "ready")
 
+    def start_scheduler(self) -> None:
+        """The real kube-scheduler, so that Pods are placed as in a real cluster
+        (the controller never sets spec.nodeName) and unschedulable ones say so."""
+        self.spawn("kube-scheduler", [
+            str(self.bins.scheduler),
+            f"--kubeconfig={self.layout.kubeconfig}",
+            "--leader-elect=false",
+            "--secure-port=0",  # no serving endpoint: nothing here scrapes it
+            "--v=1",
+        ])
+        # it has no endpoint to poll: alive after a moment is as good as it gets
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if self.procs["kube-scheduler"].poll() is not None:
+                raise ComponentFailed("kube-scheduler", "exited at start",
+                                      self.layout.log("kube-scheduler"))
+            time.sleep(0.1)
+
     def kwok_argv(self) -> list[str]:
         port = self.ports["kwok"]
-        argv = [
+        return [
             str(self.bins.kwok),
             f"--config={self.layout.kwok_config}",
             f"--kubeconfig={self.layout.kubeconfig}",
@@ -666,10 +699,10 @@ class Supervisor:
             f"--node-port={port}",
             f"--server-address=127.0.0.1:{port}",
             f"--cidr={POD_CIDR}",
+            # Exec objects from the API (a Pod's own workDir); ClusterExec and the
+            # stages still come from --config
+            "--enable-crds=Exec",
         ]
-        if self.bins.exec_crd.exists():
-            argv.append("--enable-crds=Exec")  # per-Pod Exec objects (own workDir)
-        return argv
 
     def kwok_server_version(self) -> str | None:
         """kwok's server says `Server: kwok/0.8.0` (its own version).
@@ -717,15 +750,18 @@ class Supervisor:
                 "pod-security.kubernetes.io/enforce": "restricted",
                 "pod-security.kubernetes.io/enforce-version": "latest"}}})
         # kube-controller-manager would create these; it does not run here.
+        ca = self.layout.ca_crt.read_text()
         for ns in (NAMESPACE, "default"):
             self.create(f"/api/v1/namespaces/{ns}/serviceaccounts", {
                 "apiVersion": "v1", "kind": "ServiceAccount",
                 "metadata": {"name": "default", "namespace": ns}}, retry_404_for=30)
+            self.create(f"/api/v1/namespaces/{ns}/configmaps", {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "kube-root-ca.crt", "namespace": ns},
+                "data": {"ca.crt": ca}})
 
     def install_exec_crd(self) -> None:
         """kwok's Exec CRD: lets a test give one Pod its own exec workDir."""
-        if not self.bins.exec_crd.exists():
-            return
         kubectl = [str(self.bins.kubectl), f"--kubeconfig={self.layout.kubeconfig}"]
         for args in (["apply", "--server-side", "-f", str(self.bins.exec_crd)],
                      ["wait", "--for=condition=Established", "--timeout=30s",
@@ -759,6 +795,17 @@ class Supervisor:
                  if any(c.get("type") == "Ready" and c.get("status") == "True"
                         for c in n.get("status", {}).get("conditions", []))}
         return ready >= set(self.nodes)
+
+    def untaint_nodes(self) -> None:
+        """Remove the node.kubernetes.io/not-ready taint the API server puts on
+        every new Node. In a real cluster kube-controller-manager's node
+        lifecycle controller lifts it once the node reports Ready; none runs
+        here, so the harness does it once kwok has made the nodes Ready."""
+        for name in self.nodes:
+            status, body, _ = self.api.request(
+                "PATCH", self.api_url(f"/api/v1/nodes/{name}"), {"spec": {"taints": None}})
+            if status != 200:
+                raise ClusterError(f"removing the not-ready taint of {name}: {status} {body}")
 
     # -- bring-up, loop, teardown ------------------------------------------- #
 
@@ -796,7 +843,7 @@ class Supervisor:
         began = time.monotonic()
 
         def done(what: str) -> None:
-            log(f"{what} at +{time.monotonic() - began:.2f}s")
+            supervisor_log(f"{what} at +{time.monotonic() - began:.2f}s")
 
         self.start_with_free_ports("etcd", ["etcd_client", "etcd_peer"], self.start_etcd)
         done("etcd healthy")
@@ -806,9 +853,12 @@ class Supervisor:
         self.create_namespace_and_service_accounts()
         self.install_exec_crd()
         self.create_nodes()
-        done("namespace, service accounts, Exec CRD and nodes created")
+        done("namespace, service accounts, root CA configmaps, Exec CRD and nodes created")
+        self.start_scheduler()
+        done("kube-scheduler started")
         self.start_with_free_ports("kwok", ["kwok"], self.start_kwok)
         self.wait_for("kwok", self.nodes_ready, KWOK_TIMEOUT, "reporting all nodes Ready")
+        self.untaint_nodes()
         done("kwok serving, nodes Ready")
         self.versions = self.read_versions_line()
         self.write_env()
@@ -824,8 +874,8 @@ class Supervisor:
             self.save_state()
             terminate([self.procs["kube-apiserver"]], grace=30)
             result["stop_seconds"] = round(time.monotonic() - began, 2)
-            log(f"kube-apiserver stopped in {result['stop_seconds']}s; "
-                f"down for {request.get('down_seconds', 2)}s")
+            supervisor_log(f"kube-apiserver stopped in {result['stop_seconds']}s; "
+                           f"down for {request.get('down_seconds', 2)}s")
             down_until = time.monotonic() + float(request.get("down_seconds", 2))
             while time.monotonic() < down_until:
                 self.check_interrupted()
@@ -836,7 +886,7 @@ class Supervisor:
             result.update(ok=True, port=self.ports["apiserver"],
                           pid=self.procs["kube-apiserver"].pid,
                           ready_seconds=round(time.monotonic() - restarted, 2))
-            log(f"kube-apiserver ready again after {result['ready_seconds']}s")
+            supervisor_log(f"kube-apiserver ready again after {result['ready_seconds']}s")
         except ClusterError as e:
             result["error"] = str(e)
         self.status = "ready" if result["ok"] else "kube-apiserver restart failed"
@@ -848,8 +898,8 @@ class Supervisor:
         for name, proc in self.procs.items():
             if proc.poll() is not None and proc.pid not in reported:
                 reported.add(proc.pid)
-                log(f"{name} exited unexpectedly with code {proc.returncode}; "
-                    f"see {self.layout.log(name)}")
+                supervisor_log(f"{name} exited unexpectedly with code {proc.returncode}; "
+                               f"see {self.layout.log(name)}")
                 self.status = f"degraded: {name} exited"
                 self.save_state()
 
@@ -877,31 +927,42 @@ class Supervisor:
     def run(self, ready_fd: int) -> int:
         self.install_signal_handlers()
         self.save_state()
+        started = False
+        error = "unexpected error (see the traceback below)"
         try:
             self.bring_up()
+            started = True
         except (ClusterError, OSError) as e:
-            log(f"start failed: {e}")
-            self.teardown()
-            self.report(ready_fd, {"ok": False, "error": str(e)})
+            error = str(e)
+        finally:  # also on a bug: never leave processes behind
+            if not started:
+                supervisor_log(f"start failed: {error}")
+                self.teardown()
+        if not started:
+            self.report(ready_fd, {"ok": False, "error": error})
             return 1
         self.status = "ready"
         self.save_state()
-        self.report(ready_fd, {"ok": True, "versions": self.versions})
-        log(f"ready: {self.versions}")
+        supervisor_log(f"ready: {self.versions}")
+        if not self.report(ready_fd, {"ok": True, "versions": self.versions}):
+            self.stop_reason = "`start` exited before it heard that the cluster was ready"
         try:
             self.loop()
         finally:
-            log(f"stopping: {self.stop_reason or 'supervisor error'}")
+            supervisor_log(f"stopping: {self.stop_reason or 'supervisor error'}")
             self.teardown()
         return 0
 
     @staticmethod
-    def report(fd: int, message: dict) -> None:
+    def report(fd: int, message: dict) -> bool:
+        """Tell `start` how it went; False if `start` is no longer listening."""
         try:
             os.write(fd, (json.dumps(message) + "\n").encode())
-            os.close(fd)
+            return True
         except OSError:
-            pass  # `start` is gone; nobody to tell
+            return False
+        finally:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------- #
@@ -984,7 +1045,10 @@ def start_cluster(layout: Layout, nodes: int, watch_pid: int) -> str:
     finally:
         os.close(read_end)
     if not message.get("ok"):
-        sup.wait(timeout=3 * TERM_GRACE + 5)
+        try:
+            sup.wait(timeout=3 * TERM_GRACE + 5)  # it has torn down what it started
+        except subprocess.TimeoutExpired:
+            stop_cluster(layout)
         layout.supervisor_pid.unlink(missing_ok=True)
         raise ClusterError(message.get("error") or
                            f"supervisor died during start; see {layout.log('supervisor')}:\n"

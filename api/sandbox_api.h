@@ -1,0 +1,49 @@
+/*
+ * sandbox_api: the v1 HTTP API over the sandbox cache and the Kubernetes
+ * client: routing, input validation, JSON in and out, and the asynchronous
+ * writes (create, delete, extend) that run on the worker pool.
+ *
+ *   GET    /healthz, /readyz                       (unauthenticated)
+ *   POST   /v1/sandboxes                           create (wait by default)
+ *   GET    /v1/sandboxes                           list (?label=k=v, limit, continue)
+ *   GET    /v1/sandboxes/{id}
+ *   DELETE /v1/sandboxes/{id}
+ *   POST   /v1/sandboxes/{id}/timeout              extend or shorten
+ *   GET    /v1/templates
+ *
+ * Reads are answered on the server's thread from the cache; writes go to a
+ * worker and are answered from there (or from the informer's thread when a
+ * create waits for readiness). docs/api.md and docs/openapi.yaml describe it.
+ */
+#ifndef SBX_SANDBOX_API_H
+#define SBX_SANDBOX_API_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "http_server.h"
+#include "kube_client.h"
+#include "kube_watch.h"
+#include "sandbox_store.h"
+#include "workq.h"
+
+struct sandbox_api;
+
+/* All borrowed; they must outlive the api. informer may be NULL (tests). */
+struct sandbox_api *sandbox_api_new(const struct sbx_config *cfg, struct kube_client *kube,
+				    struct sandbox_store *store, struct workq *wq,
+				    struct kube_informer *informer);
+void sandbox_api_free(struct sandbox_api *api);
+
+/* Shutting down: stop queueing clean-ups (the workers are being drained;
+ * half-created sandboxes are left to the reconciler's expiry). */
+void sandbox_api_shutdown(struct sandbox_api *api);
+
+/* The http_handler_fn to give http_server_new, with the api as ud. */
+void sandbox_api_handle(void *api, struct http_request *req);
+
+/* Make sure the NetworkPolicy of every template exists (create when missing).
+ * Blocking; for the reconciler and start-up. Returns 0 when all exist. */
+int sandbox_api_ensure_network_policies(struct sandbox_api *api);
+
+#endif

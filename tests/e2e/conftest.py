@@ -1,0 +1,224 @@
+"""Fixtures for end-to-end tests: the built sandbox-controller daemon against
+the real test control plane (etcd + kube-apiserver + kube-scheduler + kwok),
+driven over HTTP exactly as a client would.
+
+Environment (set by CTest): SBX_CLUSTER_ENV (the cluster's env file) and
+SBX_BINARY (the daemon)."""
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+CONFIG = """
+namespace: {namespace}
+listen: {{address: 127.0.0.1, port: {port}}}
+limits: {{max_body_bytes: 65536, max_env_vars: 8, max_env_bytes: 1024, max_labels: 4, create_timeout: 30s}}
+log: {{level: info, format: json}}
+templates:
+  - name: python
+    image: python:3.12-slim
+    command: ["sleep", "infinity"]
+    workspace: {{path: /workspace, size: 1Gi}}
+    tmp_size: 64Mi
+    user: 1000
+    group: 1000
+    resources:
+      requests: {{cpu: 100m, memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: 500m, memory: 256Mi, ephemeral-storage: 1Gi}}
+    env: {{PYTHONUNBUFFERED: "1"}}
+    network: {{profile: none}}
+    lifetime: {{default: 10m, max: 1h}}
+  - name: web
+    image: node:22-slim
+    command: ["sleep", "infinity"]
+    workspace: {{path: /home/node/work, size: 512Mi}}
+    tmp_size: 64Mi
+    user: 1000
+    group: 1000
+    resources:
+      requests: {{cpu: 100m, memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: "1", memory: 512Mi, ephemeral-storage: 1Gi}}
+    network: {{profile: internet}}
+    lifetime: {{default: 4s, max: 30s}}
+  - name: ci
+    image: debian:bookworm-slim
+    command: ["sleep", "infinity"]
+    workspace: {{path: /workspace, size: 1Gi}}
+    tmp_size: 64Mi
+    user: 2000
+    group: 2000
+    resources:
+      requests: {{cpu: 100m, memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: "2", memory: 1Gi, ephemeral-storage: 2Gi}}
+    network:
+      profile: allowlist
+      egress:
+        - {{cidr: 203.0.113.0/24, ports: [443]}}
+    lifetime: {{default: 10m, max: 1h}}
+  - name: huge
+    image: debian:bookworm-slim
+    command: ["sleep", "infinity"]
+    workspace: {{path: /workspace, size: 1Gi}}
+    tmp_size: 64Mi
+    user: 1000
+    group: 1000
+    resources:
+      requests: {{cpu: "5000", memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: "5000", memory: 64Mi, ephemeral-storage: 64Mi}}
+    network: {{profile: none}}
+    lifetime: {{default: 10m, max: 1h}}
+"""
+
+
+def load_env():
+    path = os.environ.get("SBX_CLUSTER_ENV")
+    if not path:
+        pytest.skip("SBX_CLUSTER_ENV not set: run through ctest")
+    env = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "=" in line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                env[k] = v
+    return env
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Kube:
+    """Direct calls to the API server, to check what the controller did."""
+
+    def __init__(self, env):
+        self.server = env["KUBE_SERVER"]
+        self.token = env["KUBE_ADMIN_TOKEN"]
+        self.ctx = ssl.create_default_context(cafile=env["KUBE_CA_FILE"])
+
+    def request(self, method, path, body=None, ctype="application/json"):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.server + path, data=data, method=method)
+        req.add_header("Authorization", "Bearer " + self.token)
+        if data is not None:
+            req.add_header("Content-Type", ctype)
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def get(self, path):
+        return self.request("GET", path)
+
+
+class Api:
+    """An HTTP client for the controller."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def call(self, method, path, body=None, raw=None, headers=None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                text = r.read()
+                return r.status, (json.loads(text) if text else None), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            try:
+                payload = json.loads(text) if text else None
+            except ValueError:
+                payload = text
+            return e.code, payload, dict(e.headers)
+
+
+class Controller:
+    def __init__(self, env, binary, workdir):
+        self.env = env
+        self.binary = binary
+        self.port = free_port()
+        self.config = os.path.join(workdir, "config.yaml")
+        with open(self.config, "w") as f:
+            f.write(CONFIG.format(namespace=env["KUBE_NAMESPACE"], port=self.port))
+        self.log_path = os.path.join(workdir, "controller.log")
+        self.proc = None
+        self.api = Api(f"http://127.0.0.1:{self.port}")
+
+    def start(self):
+        log = open(self.log_path, "a")
+        env = dict(os.environ, KUBECONFIG=self.env["KUBECONFIG"])
+        self.proc = subprocess.Popen([self.binary, "--config", self.config], stdout=log,
+                                     stderr=subprocess.STDOUT, env=env)
+        log.close()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("controller exited: " + self.log())
+            try:
+                status, _, _ = self.api.call("GET", "/readyz")
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("controller not ready in 30 s: " + self.log()[-3000:])
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode if self.proc else None
+        self.proc = None
+        return rc
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+
+@pytest.fixture(scope="session")
+def cluster_env():
+    return load_env()
+
+
+@pytest.fixture(scope="session")
+def kube(cluster_env):
+    return Kube(cluster_env)
+
+
+@pytest.fixture(scope="session")
+def controller(cluster_env):
+    binary = os.environ.get("SBX_BINARY")
+    if not binary:
+        pytest.skip("SBX_BINARY not set")
+    workdir = tempfile.mkdtemp(prefix="sbx-e2e-")
+    c = Controller(cluster_env, binary, workdir)
+    print(cluster_env.get("CONTROL_PLANE_VERSIONS", ""))
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def api(controller):
+    return controller.api
