@@ -215,14 +215,6 @@ static void create_input_release(struct create_input *in)
 	in->nlabels = in->nenv = 0;
 }
 
-static bool template_has_env(const struct sbx_template *t, const char *name)
-{
-	for (size_t i = 0; i < t->nenv; i++)
-		if (strcmp(t->env[i].key, name) == 0)
-			return true;
-	return strcmp(name, "HOME") == 0;
-}
-
 /* Copy a JSON object of strings into kvs. Returns NULL on success or the
  * offending key (a type error) in *bad. */
 static int object_to_kvs(const cJSON *obj, struct sbx_kv **out, size_t *n,
@@ -243,6 +235,14 @@ static int object_to_kvs(const cJSON *obj, struct sbx_kv **out, size_t *n,
 		if (!cJSON_IsString(it)) {
 			*bad = it->string;
 			break;
+		}
+		/* JSON allows a key twice; we do not: which one would win? */
+		for (size_t k = 0; k < *n; k++) {
+			if (strcmp(kv[k].key, it->string) == 0) {
+				*bad = it->string;
+				*out = kv;
+				return -EEXIST;
+			}
 		}
 		kv[*n].key = strdup(it->string);
 		kv[*n].value = strdup(it->valuestring);
@@ -320,9 +320,16 @@ static bool parse_create(struct sandbox_api *api, struct http_request *req,
 		http_reply_error(req, 400, "invalid_type", NULL, 0, "\"wait\" must be a boolean");
 		goto out;
 	}
-	const char *bad;
-	if ((labels && object_to_kvs(labels, &in->labels, &in->nlabels, &bad) != 0) ||
-	    (env && object_to_kvs(env, &in->env, &in->nenv, &bad) != 0)) {
+	const char *bad = NULL;
+	int krc = labels ? object_to_kvs(labels, &in->labels, &in->nlabels, &bad) : 0;
+	if (krc == 0 && env)
+		krc = object_to_kvs(env, &in->env, &in->nenv, &bad);
+	if (krc == -EEXIST) {
+		http_reply_error(req, 400, "duplicate_key", NULL, 0, "\"%.64s\" appears twice",
+				 bad);
+		goto out;
+	}
+	if (krc) {
 		http_reply_error(req, 400, "invalid_type", NULL, 0,
 				 "labels and env values must be strings");
 		goto out;
@@ -375,7 +382,7 @@ static bool parse_create(struct sandbox_api *api, struct http_request *req,
 					 in->env[i].key);
 			goto out;
 		}
-		if (template_has_env(in->t, in->env[i].key)) {
+		if (sandbox_env_conflict(in->t, in->env[i].key)) {
 			http_reply_error(req, 422, "env_reserved", NULL, 0,
 					 "environment variable \"%.64s\" is set by the template",
 					 in->env[i].key);
@@ -654,7 +661,7 @@ static void run_delete(void *arg)
 static bool lookup(struct sandbox_api *api, struct http_request *req, const char *id,
 		   struct sandbox *sb)
 {
-	if (sandbox_store_get(api->store, id, sb) != 0) {
+	if (!sandbox_valid_id(id) || sandbox_store_get(api->store, id, sb) != 0) {
 		http_reply_error(req, 404, "not_found", NULL, 0, "no sandbox \"%.40s\"", id);
 		return false;
 	}

@@ -15,6 +15,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Bounds on what a configuration may hold (hostile or mistaken files fail
+ * with a message rather than exhausting memory). */
+#define CONFIG_MAX_FILE (1u << 20)            /* bytes of the YAML file */
+#define CONFIG_MAX_DEPTH 32                   /* nesting of lists and mappings */
+#define CONFIG_MAX_TEMPLATES 64
+#define CONFIG_MAX_COMMAND 64                 /* argv entries of a template's command */
+#define CONFIG_MAX_ARG 4096                   /* bytes of one argv entry */
+#define CONFIG_MAX_TEMPLATE_ENV 128           /* env entries of one template */
+#define CONFIG_MAX_ENV_VALUE 4096             /* bytes of one template env value */
+#define CONFIG_MAX_TEMPLATE_ENV_BYTES (32u << 10) /* names + values of one template */
+#define CONFIG_MAX_EGRESS 64                  /* allowlist rules of one template */
+#define CONFIG_MAX_LIFETIME_S (3650LL * 86400) /* ten years */
+
 enum sbx_net_profile {
 	SBX_NET_NONE = 0,      /* no egress at all (ingress is always denied) */
 	SBX_NET_INTERNET,      /* public egress: 0.0.0.0/0 and ::/0 except private,
@@ -27,7 +40,8 @@ struct sbx_egress_rule {
 	char *cidr;            /* "203.0.113.0/24" or "2001:db8::/32", validated */
 	int ports[16];         /* 1..65535; nports 0 means every port */
 	size_t nports;
-	char *protocol;        /* "TCP" (default) or "UDP" */
+	char *protocol;        /* "TCP" (default) or "UDP"; applies to ports, so
+				  it may be given only together with ports */
 };
 
 struct sbx_kv {
@@ -36,26 +50,30 @@ struct sbx_kv {
 };
 
 struct sbx_template {
-	char *name;              /* [a-z0-9-], 1..40 chars */
+	char *name;              /* [a-z0-9-], 1..40 chars, starting and ending
+				    with a letter or digit (it is a label value) */
 	char *image;
 	char **command;          /* argv of the long-running sandbox process; NULL-terminated */
 	size_t ncommand;
-	char *workspace_path;    /* absolute, e.g. "/workspace" */
+	char *workspace_path;    /* absolute, canonical, e.g. "/workspace" (the default);
+				    never "/", /tmp, /proc, /sys, /dev or below them */
 	char *workspace_size;    /* Kubernetes quantity, e.g. "1Gi" */
-	char *tmp_size;          /* size limit of the /tmp emptyDir, e.g. "256Mi" */
-	int64_t run_as_user;     /* > 0 */
-	int64_t run_as_group;    /* > 0 */
+	char *tmp_size;          /* size limit of the /tmp emptyDir, e.g. "256Mi";
+				    default "64Mi". workspace + tmp <= the
+				    ephemeral-storage limit (checked) */
+	int64_t run_as_user;     /* 1..2147483647 */
+	int64_t run_as_group;    /* 1..2147483647; also the Pod's fsGroup */
 	char *cpu_request, *cpu_limit;           /* quantities, all required */
 	char *memory_request, *memory_limit;
 	char *ephemeral_request, *ephemeral_limit;
 	char *runtime_class;     /* NULL: cluster default */
-	struct sbx_kv *env;      /* static environment */
+	struct sbx_kv *env;      /* static environment, in file order, names unique */
 	size_t nenv;
 	enum sbx_net_profile network;
 	struct sbx_egress_rule *egress;  /* SBX_NET_ALLOWLIST only */
 	size_t negress;
-	int64_t default_lifetime_s;   /* > 0 */
-	int64_t max_lifetime_s;       /* >= default */
+	int64_t default_lifetime_s;   /* > 0; default 1h */
+	int64_t max_lifetime_s;       /* >= default, <= CONFIG_MAX_LIFETIME_S; default 24h */
 	/* totals used by quotas later: millicores and bytes of the limits */
 	int64_t cpu_limit_milli;
 	int64_t memory_limit_bytes;
@@ -63,35 +81,44 @@ struct sbx_template {
 
 struct sbx_config {
 	char *namespace;          /* where sandboxes live; default "sandboxes" */
-	char *listen_address;     /* default "0.0.0.0" */
+	char *listen_address;     /* an IPv4 or IPv6 literal; default "0.0.0.0" */
 	int port;                 /* default 8080 */
 	char *kubeconfig;         /* NULL: the usual search (kube_config_load_default) */
 	char *kube_context;
-	size_t max_body_bytes;    /* default 1 MiB */
-	size_t max_env_vars;      /* client env entries per sandbox; default 64 */
-	size_t max_env_bytes;     /* total of names and values; default 32 KiB */
-	size_t max_labels;        /* client labels per sandbox; default 16 */
-	int create_timeout_s;     /* wait=true deadline; default 120 */
-	char *log_level;          /* "info" */
-	char *log_format;         /* "json" */
+	size_t max_body_bytes;    /* default 1 MiB; 1 KiB..64 MiB */
+	size_t max_env_vars;      /* client env entries per sandbox; default 64; <= 1024 */
+	size_t max_env_bytes;     /* total of names and values; default 32 KiB; <= 1 MiB */
+	size_t max_labels;        /* client labels per sandbox; default 16; <= 64 */
+	int create_timeout_s;     /* wait=true deadline; default 120; 1..3600 */
+	char *log_level;          /* "debug", "info" (default), "warn", "error" */
+	char *log_format;         /* "json" (default) or "text" */
 	struct sbx_template *templates;
 	size_t ntemplates;
 };
 
 /* Load and validate: path (may be NULL for defaults only, which then fail
  * validation for lack of templates), then the environment (SBX_NAMESPACE,
- * SBX_LISTEN_ADDRESS, SBX_PORT, SBX_KUBECONFIG, SBX_LOG_LEVEL, ...), then argv
- * flags (--config is read first; --namespace, --port, --listen, --kubeconfig,
- * --context, --log-level, --log-format). Returns 0 and *out, or a negative
- * code with a one-line reason in err. --help/--version are handled by the
- * caller before this. */
+ * SBX_LISTEN_ADDRESS, SBX_PORT, SBX_KUBECONFIG, SBX_KUBE_CONTEXT,
+ * SBX_LOG_LEVEL, SBX_LOG_FORMAT; an empty variable counts as unset), then argv
+ * flags (--config FILE is read first and replaces path; --namespace, --port,
+ * --listen, --kubeconfig, --context, --log-level, --log-format, each as
+ * "--flag VALUE" or "--flag=VALUE"; the last occurrence wins). argv[0] is the
+ * program name and is skipped. --help, -h, --version and --check belong to
+ * the caller and are ignored here; any other flag or a positional argument is
+ * an error. Returns 0 and *out (free with config_free), or -EINVAL (invalid
+ * flag, value or file; the message names the key, variable or flag), -ENOENT
+ * and other negated errnos (file unreadable), -EFBIG (file over
+ * CONFIG_MAX_FILE) or -ENOMEM, with a one-line reason in err; file errors
+ * begin with the file's path. */
 int config_load(const char *path, int argc, char **argv, struct sbx_config **out,
 		char *err, size_t errlen) __attribute__((warn_unused_result));
 
-/* Parse from a YAML string (tests, fuzzers); no env or flags applied. */
+/* Parse and validate a YAML string of len bytes (tests, fuzzers); no env or
+ * flags applied. Same results as config_load. */
 int config_parse(const char *yaml, size_t len, struct sbx_config **out, char *err,
 		 size_t errlen) __attribute__((warn_unused_result));
 
+/* Free everything cfg holds and cfg itself. NULL is a no-op. */
 void config_free(struct sbx_config *cfg);
 
 /* The template named name, or NULL. */
@@ -99,11 +126,17 @@ const struct sbx_template *config_template(const struct sbx_config *cfg,
 					   const char *name);
 
 /* Parse a Kubernetes quantity ("500m", "1", "1.5", "128Mi", "1G", "2e3")
- * into milli-units (cpu) or bytes (memory). Returns 0 or -EINVAL. */
+ * into milli-units (cpu) or bytes (memory). Strict: digits with an optional
+ * fraction ("1.5", not ".5", "5." or a sign), then one suffix (m k M G T P E,
+ * Ki Mi Gi Ti Pi Ei, or e/E and a signed exponent). The value must be a whole
+ * number of milli-units (bytes) and at most INT64_MAX. Returns 0 or -EINVAL
+ * (also for "", negatives, "1x", "128m" as bytes and overflow). */
 int quantity_parse_milli(const char *q, int64_t *milli);
 int quantity_parse_bytes(const char *q, int64_t *bytes);
 
-/* Parse a duration: "90" (seconds), "90s", "15m", "2h", "1d". */
+/* Parse a duration: "90" (seconds), "90s", "15m", "2h", "1d": decimal digits
+ * without a sign or leading zeros, then at most one unit. Returns 0 or
+ * -EINVAL (also for "", "-1", "1x", "1h30m" and overflow). */
 int duration_parse(const char *s, int64_t *seconds);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "kube_config.h"
 #include "util.h"
+#include "yaml_guard.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -369,6 +370,10 @@ int kube_config_load_buffer(const char *yaml, size_t len, const char *base_dir,
 		ERR("kubeconfig: larger than %u bytes", KUBE_CONFIG_MAX_FILE);
 		return -EFBIG;
 	}
+	/* a kubeconfig nests 4 levels deep; 32 leaves room for any extension */
+	int drc = yaml_check_depth(yaml, len, 32, err, errlen);
+	if (drc)
+		return drc;
 	yaml_parser_t parser;
 	yaml_document_t doc;
 	if (!yaml_parser_initialize(&parser))

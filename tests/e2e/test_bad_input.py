@@ -34,6 +34,9 @@ CASES = [
     ("too many env", dict(body={"template": "python", "env": {f"V{i}": "x" for i in range(9)}}), 422, "too_many_env"),
     ("env too large", dict(body={"template": "python", "env": {"BIG": "x" * 2000}}), 422, "env_too_large"),
     ("env set by template", dict(body={"template": "python", "env": {"PYTHONUNBUFFERED": "0"}}), 422, "env_reserved"),
+    ("duplicate env name", dict(raw=b'{"template":"python","env":{"A":"1","A":"2"}}'), 400, "duplicate_key"),
+    ("duplicate label key", dict(raw=b'{"template":"python","labels":{"k":"1","k":"2"}}'), 400, "duplicate_key"),
+    ("HOME is the workspace", dict(body={"template": "python", "env": {"HOME": "/"}}), 422, "env_reserved"),
     ("wrong content type", dict(raw=b"template=python", headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type"),
 ]
 

@@ -163,7 +163,7 @@ def test_network_policies(api, kube, cluster_env):
     v4 = [b for b in blocks if b["cidr"] == "0.0.0.0/0"][0]
     for private in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"):
         assert private in v4["except"]
-    allow = by_name["sbx-net-ci"]["spec"]["egress"]
+    allow = by_name["sbx-net-allow-ci"]["spec"]["egress"]
     cidrs = [to["ipBlock"]["cidr"] for rule in allow for to in rule.get("to", []) if "ipBlock" in to]
     assert "203.0.113.0/24" in cidrs
     # every sandbox Pod is selected by its profile's policy
