@@ -9,7 +9,7 @@
 #     checked, not installed.
 set -euo pipefail
 
-pkgs=(gcc cmake ninja-build pkg-config
+pkgs=(gcc cmake ninja-build pkg-config patch
       libcurl4-openssl-dev libcjson-dev libyaml-dev libssl-dev libwebsockets-dev
       python3 curl openssl ca-certificates
       clang libclang-rt-14-dev valgrind)
@@ -30,6 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# pytest drives the end-to-end tests: the python3 on PATH must import it
+if ! python3 -c 'import pytest' >/dev/null 2>&1; then
+	echo "install-deps: installing pytest" >&2
+	python3 -m pip install -q pytest 2>/dev/null ||
+		{ sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo;
+		  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pytest >/dev/null; }
+	python3 -c 'import pytest' || { echo "install-deps: cannot install pytest" >&2; exit 1; }
 fi
 
 if ! command -v go >/dev/null 2>&1; then

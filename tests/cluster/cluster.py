@@ -797,7 +797,8 @@ class Supervisor:
         return ready >= set(self.nodes)
 
     def untaint_nodes(self) -> None:
-        """Remove the node.kubernetes.io/not-ready taint the API server puts on
+        """Make the kwok nodes schedulable as real ones would be. Remove the
+        node.kubernetes.io/not-ready taint the API server puts on
         every new Node. In a real cluster kube-controller-manager's node
         lifecycle controller lifts it once the node reports Ready; none runs
         here, so the harness does it once kwok has made the nodes Ready."""
@@ -806,6 +807,14 @@ class Supervisor:
                 "PATCH", self.api_url(f"/api/v1/nodes/{name}"), {"spec": {"taints": None}})
             if status != 200:
                 raise ClusterError(f"removing the not-ready taint of {name}: {status} {body}")
+            # kwok's node-initialize stage reports cpu, memory and pods only; real
+            # kubelets also report ephemeral storage, which sandbox Pods request
+            storage = {"ephemeral-storage": "1Ti"}
+            status, body, _ = self.api.request(
+                "PATCH", self.api_url(f"/api/v1/nodes/{name}/status"),
+                {"status": {"capacity": storage, "allocatable": storage}})
+            if status != 200:
+                raise ClusterError(f"adding ephemeral storage to {name}: {status} {body}")
 
     # -- bring-up, loop, teardown ------------------------------------------- #
 

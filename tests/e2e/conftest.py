@@ -4,6 +4,7 @@ driven over HTTP exactly as a client would.
 
 Environment (set by CTest): SBX_CLUSTER_ENV (the cluster's env file) and
 SBX_BINARY (the daemon)."""
+import base64
 import json
 import os
 import signal
@@ -26,7 +27,7 @@ templates:
   - name: python
     image: python:3.12-slim
     command: ["sleep", "infinity"]
-    workspace: {{path: /workspace, size: 1Gi}}
+    workspace: {{path: /workspace, size: 256Mi}}
     tmp_size: 64Mi
     user: 1000
     group: 1000
@@ -39,7 +40,7 @@ templates:
   - name: web
     image: node:22-slim
     command: ["sleep", "infinity"]
-    workspace: {{path: /home/node/work, size: 512Mi}}
+    workspace: {{path: /home/node/work, size: 256Mi}}
     tmp_size: 64Mi
     user: 1000
     group: 1000
@@ -51,7 +52,7 @@ templates:
   - name: ci
     image: debian:bookworm-slim
     command: ["sleep", "infinity"]
-    workspace: {{path: /workspace, size: 1Gi}}
+    workspace: {{path: /workspace, size: 256Mi}}
     tmp_size: 64Mi
     user: 2000
     group: 2000
@@ -66,13 +67,13 @@ templates:
   - name: huge
     image: debian:bookworm-slim
     command: ["sleep", "infinity"]
-    workspace: {{path: /workspace, size: 1Gi}}
+    workspace: {{path: /workspace, size: 256Mi}}
     tmp_size: 64Mi
     user: 1000
     group: 1000
     resources:
       requests: {{cpu: "5000", memory: 64Mi, ephemeral-storage: 64Mi}}
-      limits: {{cpu: "5000", memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: "5000", memory: 64Mi, ephemeral-storage: 1Gi}}
     network: {{profile: none}}
     lifetime: {{default: 10m, max: 1h}}
 """
@@ -148,9 +149,49 @@ class Api:
             return e.code, payload, dict(e.headers)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def least_privilege_kubeconfig(env, workdir):
+    """Install the ServiceAccount and Role from manifests/ (exactly what an
+    operator applies) and return a kubeconfig holding a token of that
+    ServiceAccount, so the controller runs in the tests with the permissions
+    it has in production and no more."""
+    manifests = os.path.join(ROOT, "manifests")
+    for name in ("00-namespaces.yaml", "10-rbac.yaml"):
+        subprocess.run([env["KUBECTL"], "--kubeconfig", env["KUBECONFIG"], "apply", "-f",
+                        os.path.join(manifests, name)], check=True, capture_output=True)
+    kube = Kube(env)
+    status, tr = kube.request(
+        "POST", "/api/v1/namespaces/sandbox-system/serviceaccounts/sandbox-controller/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+         "spec": {"expirationSeconds": 7200}})
+    assert status == 201, tr
+    path = os.path.join(workdir, "kubeconfig")
+    with open(env["KUBE_CA_FILE"], "rb") as f:
+        ca = base64.b64encode(f.read()).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"""apiVersion: v1
+kind: Config
+current-context: sa
+clusters:
+- name: test
+  cluster: {{server: "{env['KUBE_SERVER']}", certificate-authority-data: "{ca}"}}
+contexts:
+- name: sa
+  context: {{cluster: test, user: sa, namespace: {env['KUBE_NAMESPACE']}}}
+users:
+- name: sa
+  user: {{token: "{tr['status']['token']}"}}
+""")
+    return path
+
+
 class Controller:
     def __init__(self, env, binary, workdir):
         self.env = env
+        self.kubeconfig = least_privilege_kubeconfig(env, workdir)
         self.binary = binary
         self.port = free_port()
         self.config = os.path.join(workdir, "config.yaml")
@@ -162,7 +203,7 @@ class Controller:
 
     def start(self):
         log = open(self.log_path, "a")
-        env = dict(os.environ, KUBECONFIG=self.env["KUBECONFIG"])
+        env = dict(os.environ, KUBECONFIG=self.kubeconfig)
         self.proc = subprocess.Popen([self.binary, "--config", self.config], stdout=log,
                                      stderr=subprocess.STDOUT, env=env)
         log.close()

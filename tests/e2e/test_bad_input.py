@@ -72,9 +72,10 @@ def test_unknown_id(api):
 
 
 def test_wrong_method(api):
-    for method, path, allow in (("PUT", "/v1/sandboxes", {"GET", "POST"}),
-                                ("PATCH", "/v1/sandboxes/sb-x", {"GET", "DELETE"}),
-                                ("DELETE", "/v1/templates", {"GET"}),
+    # HEAD is allowed wherever GET is
+    for method, path, allow in (("PUT", "/v1/sandboxes", {"GET", "HEAD", "POST"}),
+                                ("PATCH", "/v1/sandboxes/sb-x", {"GET", "HEAD", "DELETE"}),
+                                ("DELETE", "/v1/templates", {"GET", "HEAD"}),
                                 ("GET", "/v1/sandboxes/sb-x/timeout", {"POST"})):
         status, body, headers = api.call(method, path)
         assert status == 405, (method, path)
