@@ -23,6 +23,60 @@
  * the reply has been queued (http_reply_*). If the client disconnects first,
  * the reply is dropped silently and the request freed then. Exactly one reply
  * per request.
+ *
+ * The handler runs on the service thread, which serves every connection: it
+ * must not block (no Kubernetes call, no file or network I/O, no lock held for
+ * long, no sleeping). Anything slow goes to a worker, which replies later.
+ * No timeout runs while a request is with the handler: the API layer bounds
+ * its own work.
+ *
+ * Details the contract above leaves open (tests/unit/test_http_server.c
+ * checks each):
+ * - Methods: GET, POST, PUT, PATCH, DELETE, HEAD and OPTIONS reach the
+ *   handler under their own names. HEAD gets the reply's status and headers
+ *   (Content-Length of the body it would have had) but no body, so it can be
+ *   served like GET (the router does that). OPTIONS is the handler's to
+ *   answer (e.g. 204 + Allow). CONNECT: 501 not_implemented. Methods
+ *   libwebsockets does not know (TRACE, ...): its own 403, connection closed.
+ * - Before the handler sees it, libwebsockets has percent-decoded the path,
+ *   turned '+' into a space, collapsed "//" and resolved "." and ".."
+ *   segments; query arguments are split on '&' and ';' and decoded, and an
+ *   encoded '=' in a key becomes '_'. Repeated keys keep their order.
+ * - Rejected by libwebsockets before our code runs: a malformed %-escape gets
+ *   its own "403 Forbidden" (text/html, with Cache-Control and nosniff); a NUL
+ *   (raw or %00), a request head over 8 KiB or more than about 100 query
+ *   arguments + headers close the connection without a response (lws 4.1.6
+ *   has no 431); Upgrade requests (WebSocket, h2c) are refused by closing,
+ *   until an endpoint needs them.
+ * - Answered by the server itself, never reaching the handler, always with
+ *   "Connection: close" and the usual error shape; these codes are stable:
+ *     400 bad_path            control character in the decoded path
+ *     400 bad_query           control character in the query, > 64 parameters
+ *     400 bad_request         invalid or repeated Content-Length, both
+ *                             Content-Length and Transfer-Encoding, malformed
+ *                             chunked framing
+ *     408 request_timeout     body not complete within request_timeout_s
+ *     413 body_too_large      Content-Length over max_body (before reading
+ *                             the body), or a chunked body growing past it
+ *     414 uri_too_long        query over 4 KiB or path over 4 KiB
+ *     417 expectation_failed  an Expect other than 100-continue
+ *     500 internal            out of memory; a reply body over 64 MiB
+ *     501 not_implemented     CONNECT; a transfer coding other than chunked
+ *     503 shutting_down       a request arriving while the server stops
+ *   A request head that stalls (slowloris) is closed after request_timeout_s
+ *   without a response.
+ * - Bodies: Content-Length or chunked (decoded here; the connection closes
+ *   after a chunked request). POST/PUT/PATCH without either have an empty
+ *   body, and the connection closes after the reply. "Expect: 100-continue"
+ *   gets its 100 when the body will be read.
+ * - Keep-alive: HTTP/1.1 unless the client sent "Connection: close"; HTTP/1.0
+ *   connections close after one reply. Pipelined requests are answered in
+ *   order, one at a time.
+ * - Every response has X-Request-Id, Cache-Control: no-store and
+ *   X-Content-Type-Options: nosniff, and Content-Length except 204 and 304,
+ *   where HTTP forbids it (and any body is dropped, with an error log).
+ *   Content-Type: application/json whenever there is a body.
+ * - HTTPS: ALPN offers http/1.1 only.
  */
 #ifndef SBX_HTTP_SERVER_H
 #define SBX_HTTP_SERVER_H
@@ -57,16 +111,24 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 
 /* Run the loop on the calling thread until *stop becomes non-zero (checked at
  * least every 100 ms; http_server_wake() makes it prompt), then close
- * listening sockets, finish writing replies already queued, and return. */
+ * listening sockets, finish writing replies already queued, and return.
+ * While stopping, new connections are refused and requests on open ones get
+ * 503 shutting_down; replies still being written get at most 2 s; then every
+ * connection is closed, and replies to requests still with the handler are
+ * dropped when they come. Returns 0, or -1 when the loop failed (or run was
+ * called a second time: a server runs once). */
 int http_server_run(struct http_server *srv, const volatile int *stop);
 
-/* Wake the loop from any thread (e.g. after setting *stop). */
+/* Wake the loop from any thread (e.g. after setting *stop). Harmless before
+ * run and after it returned. */
 void http_server_wake(struct http_server *srv);
 
 /* The bound port. */
 int http_server_port(const struct http_server *srv);
 
-/* Free a server that is not running. NULL is a no-op. */
+/* Free a server that is not running. NULL is a no-op. Every request handed to
+ * the handler must have had its reply call first (after run returned, a reply
+ * only frees its request): join the workers that hold requests, then free. */
 void http_server_free(struct http_server *srv);
 
 /* ---- request accessors: valid until the reply ---- */
@@ -83,15 +145,18 @@ size_t http_request_query_all(const struct http_request *req, const char *key,
  * NULL-terminated list); *unknown gets the first such key. */
 bool http_request_query_unknown(const struct http_request *req,
 				const char *const *allowed, const char **unknown);
-/* A request header by lowercase name, or NULL. Captured headers:
- * authorization, content-type, x-request-id, x-forwarded-for, accept, origin. */
+/* A request header by name (case-insensitive), or NULL. Captured headers:
+ * authorization, content-type, x-request-id, x-forwarded-for, accept, origin;
+ * any other name gives NULL. A repeated header comes joined with ','.
+ * x-request-id is the raw header as sent, valid or not: use http_request_id. */
 const char *http_request_header(const struct http_request *req, const char *name);
 /* The body (NUL-terminated; len excludes the NUL); empty string when none. */
 const char *http_request_body(const struct http_request *req, size_t *len);
 const char *http_request_id(const struct http_request *req);
 /* Peer address as text ("127.0.0.1", "::1"). */
 const char *http_request_peer(const struct http_request *req);
-/* Monotonic ms when the request line arrived. */
+/* Monotonic ms (now_ms clock) when the request head was complete:
+ * libwebsockets does not report when its first byte came. */
 int64_t http_request_start_ms(const struct http_request *req);
 
 /* ---- replies: exactly one per request, from any thread ---- */
@@ -101,11 +166,23 @@ struct http_header {
 	const char *value;
 };
 
-/* JSON reply; body is taken (freed by the server), NULL for no body. */
+/* Replies: the extra headers are copied; names must be tokens and values free
+ * of CR/LF, and the server's own headers (Content-Length, Content-Type,
+ * Connection, X-Request-Id, Cache-Control, X-Content-Type-Options,
+ * Transfer-Encoding, Keep-Alive, Upgrade) cannot be overridden: such a header
+ * is dropped with an error log. A status outside 200-599 becomes 500. A
+ * second reply to the same request is logged and ignored until the first has
+ * been written; after that the request is gone, so it is a use-after-free:
+ * don't. */
+
+/* JSON reply; body is taken (freed by the server, also on error), NULL for
+ * no body. */
 void http_reply_json(struct http_request *req, int status, cJSON *body,
 		     const struct http_header *extra, size_t nextra);
 /* Error reply in the one error shape; code is a stable machine-readable
- * string ("not_found", "invalid_json", ...). */
+ * string ("not_found", "invalid_json", ...). The message is formatted,
+ * truncated to 511 bytes, JSON-escaped, and invalid UTF-8 in it becomes
+ * U+FFFD, so client input may be quoted in it. */
 void http_reply_error(struct http_request *req, int status, const char *code,
 		      const struct http_header *extra, size_t nextra,
 		      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -117,10 +194,12 @@ void http_reply_empty(struct http_request *req, int status,
 struct http_server_stats {
 	uint64_t connections;      /* accepted */
 	uint64_t requests;         /* complete requests handed to the handler */
-	uint64_t replies;          /* replies written */
+	uint64_t replies;          /* replies written (the handler's and the server's) */
 	uint64_t dropped_replies;  /* replies whose client had gone */
-	uint64_t rejected;         /* answered by the server itself (413, 400, 408...) */
+	uint64_t rejected;         /* answered by the server itself (413, 400, 408...),
+				      and refused upgrades */
 };
+/* Any thread; counters are read one by one, not as a snapshot. */
 void http_server_get_stats(struct http_server *srv, struct http_server_stats *out);
 
 #endif

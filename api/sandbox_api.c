@@ -59,11 +59,23 @@ struct sandbox_api {
 	pthread_mutex_t np_mu;
 	bool *np_ready; /* per template: its NetworkPolicy is known to exist */
 	atomic_bool stopping;
+	atomic_bool draining;
+	atomic_int inflight; /* requests handed to workers or waiters, not yet answered */
 };
 
 void sandbox_api_shutdown(struct sandbox_api *api)
 {
 	api->stopping = true;
+}
+
+void sandbox_api_drain(struct sandbox_api *api)
+{
+	api->draining = true;
+}
+
+int sandbox_api_inflight(struct sandbox_api *api)
+{
+	return api->inflight;
 }
 
 struct sandbox_api *sandbox_api_new(const struct sbx_config *cfg, struct kube_client *kube,
@@ -468,11 +480,14 @@ struct create_job {
 	struct create_input in;
 	char id[SANDBOX_ID_MAX];
 	int64_t created_at, expires_at;
+	bool counted; /* in api->inflight */
 };
 
 static void create_job_free(struct create_job *j)
 {
 	create_input_release(&j->in);
+	if (j->counted)
+		j->api->inflight--;
 	free(j);
 }
 
@@ -629,6 +644,8 @@ static void handle_create(struct sandbox_api *api, struct http_request *req)
 		http_reply_error(req, 500, "internal", NULL, 0, "no randomness available");
 		return;
 	}
+	j->counted = true;
+	api->inflight++;
 	if (workq_submit(api->wq, run_create, j) != 0) {
 		create_job_free(j);
 		struct http_header h = { "Retry-After", "1" };
@@ -655,6 +672,8 @@ static void run_delete(void *arg)
 		log_warn("clean-up of sandbox \"%s\" failed: %s: %s", d->id, kube_strerror(rc),
 			 e.message);
 	}
+	if (d->req)
+		d->api->inflight--;
 	free(d);
 }
 
@@ -682,7 +701,9 @@ static void handle_delete(struct sandbox_api *api, struct http_request *req, con
 	d->api = api;
 	d->req = req;
 	snprintf(d->id, sizeof(d->id), "%s", id);
+	api->inflight++;
 	if (workq_submit(api->wq, run_delete, d) != 0) {
+		api->inflight--;
 		free(d);
 		struct http_header h = { "Retry-After", "1" };
 		http_reply_error(req, 503, "overloaded", &h, 1, "too many requests in flight");
@@ -719,6 +740,7 @@ static void run_timeout(void *arg)
 		reply_kube_error(t->req, "changing the timeout", rc, &e);
 	}
 	cJSON_Delete(pod);
+	t->api->inflight--;
 	free(t);
 }
 
@@ -782,7 +804,9 @@ static void handle_timeout(struct sandbox_api *api, struct http_request *req, co
 	tj->expires_at = wall_time_s() + secs;
 	if (created > 0 && tj->expires_at > created + max)
 		tj->expires_at = created + max;
+	api->inflight++;
 	if (workq_submit(api->wq, run_timeout, tj) != 0) {
+		api->inflight--;
 		free(tj);
 		struct http_header h = { "Retry-After", "1" };
 		http_reply_error(req, 503, "overloaded", &h, 1, "too many requests in flight");
@@ -930,11 +954,13 @@ static void handle_readyz(struct sandbox_api *api, struct http_request *req)
 		kube_informer_get_stats(api->informer, &st);
 		watching = st.watching;
 	}
+	bool ready = synced && watching && !api->draining;
 	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "status", synced && watching ? "ready" : "not_ready");
+	cJSON_AddStringToObject(o, "status", ready ? "ready" : "not_ready");
 	cJSON_AddBoolToObject(o, "cache_synced", synced);
 	cJSON_AddBoolToObject(o, "api_server_reachable", watching);
-	http_reply_json(req, synced && watching ? 200 : 503, o, NULL, 0);
+	cJSON_AddBoolToObject(o, "draining", api->draining);
+	http_reply_json(req, ready ? 200 : 503, o, NULL, 0);
 }
 
 void sandbox_api_handle(void *ud, struct http_request *req)
@@ -943,7 +969,11 @@ void sandbox_api_handle(void *ud, struct http_request *req)
 	struct route_match m;
 	enum router_result r = router_match(routes, ARRAY_SIZE(routes), http_request_method(req),
 					    http_request_path(req), &m);
-	if (r == ROUTER_NOT_FOUND || r == ROUTER_BAD_PATH) {
+	if (r == ROUTER_BAD_PATH) {
+		http_reply_error(req, 400, "bad_path", NULL, 0, "malformed path");
+		return;
+	}
+	if (r == ROUTER_NOT_FOUND) {
 		http_reply_error(req, 404, "not_found", NULL, 0, "no such endpoint");
 		return;
 	}
@@ -953,6 +983,12 @@ void sandbox_api_handle(void *ud, struct http_request *req)
 		return;
 	}
 	const char *id = route_param(&m, "id");
+	if (api->draining && m.id != R_HEALTHZ && m.id != R_READYZ) {
+		struct http_header h = { "Retry-After", "1" };
+		http_reply_error(req, 503, "shutting_down", &h, 1,
+				 "this replica is shutting down; retry on another");
+		return;
+	}
 	switch ((enum route_id)m.id) {
 	case R_HEALTHZ: {
 		cJSON *o = cJSON_CreateObject();

@@ -35,6 +35,13 @@ struct sandbox_api *sandbox_api_new(const struct sbx_config *cfg, struct kube_cl
 				    struct kube_informer *informer);
 void sandbox_api_free(struct sandbox_api *api);
 
+/* Begin a graceful stop: /readyz turns 503 (so load balancers move away)
+ * and new API calls answer 503 shutting_down; calls in flight go on. */
+void sandbox_api_drain(struct sandbox_api *api);
+
+/* Calls handed to workers or waiting for readiness, not yet answered. */
+int sandbox_api_inflight(struct sandbox_api *api);
+
 /* Shutting down: stop queueing clean-ups (the workers are being drained;
  * half-created sandboxes are left to the reconciler's expiry). */
 void sandbox_api_shutdown(struct sandbox_api *api);

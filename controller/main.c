@@ -3,8 +3,8 @@
  *
  * Threads: the HTTP server's loop (this thread); the Pod informer feeding the
  * sandbox cache; the reconciler; a pool of workers for Kubernetes writes.
- * Signals: the first SIGINT/SIGTERM stops accepting work and drains; a second
- * one exits at once.
+ * Signals: the first SIGINT/SIGTERM drains (readyz 503, new calls 503, calls in
+ * flight finish, at most 25 s), then stops; a second one exits at once.
  */
 #include "config.h"
 #include "http_server.h"
@@ -30,6 +30,8 @@
 #define WORKERS 8
 #define WORK_QUEUE 1024
 
+#define DRAIN_MAX_MS 25000
+
 static volatile sig_atomic_t signals_seen;
 static volatile int stop_flag;
 static struct http_server *server;
@@ -39,7 +41,28 @@ static void on_signal(int sig)
 	(void)sig;
 	if (++signals_seen >= 2)
 		_exit(130);
+	/* the drainer thread does the work */
+}
+
+/* On the first signal: refuse new work, let calls in flight finish (at most
+ * DRAIN_MAX_MS), then stop the loops. */
+static void *drainer_thread(void *ud)
+{
+	struct sandbox_api *api = ud;
+	while (!signals_seen && !stop_flag)
+		sleep_ms_interruptible(100, &stop_flag);
+	if (stop_flag)
+		return NULL;
+	sandbox_api_drain(api);
+	log_info("draining: %d calls in flight", sandbox_api_inflight(api));
+	int64_t deadline = now_ms() + DRAIN_MAX_MS;
+	while (sandbox_api_inflight(api) > 0 && now_ms() < deadline)
+		sleep_ms_interruptible(50, NULL);
+	if (sandbox_api_inflight(api) > 0)
+		log_warn("stopping with %d calls still in flight", sandbox_api_inflight(api));
 	stop_flag = 1;
+	http_server_wake(server);
+	return NULL;
 }
 
 static void usage(FILE *f)
@@ -130,8 +153,8 @@ int main(int argc, char **argv)
 	struct workq *wq = NULL;
 	struct sandbox_api *api = NULL;
 	struct reconciler *rec = NULL;
-	pthread_t inf_th, rec_th;
-	bool inf_started = false, rec_started = false;
+	pthread_t inf_th, rec_th, drain_th;
+	bool inf_started = false, rec_started = false, drain_started = false;
 
 	if (kube_config_load_default(cfg->kubeconfig, cfg->kube_context, &kcfg, err,
 				     sizeof(err)) != 0) {
@@ -199,7 +222,8 @@ int main(int argc, char **argv)
 	}
 	inf_started = pthread_create(&inf_th, NULL, informer_thread, inf) == 0;
 	rec_started = pthread_create(&rec_th, NULL, reconciler_thread, rec) == 0;
-	if (!inf_started || !rec_started) {
+	drain_started = pthread_create(&drain_th, NULL, drainer_thread, api) == 0;
+	if (!inf_started || !rec_started || !drain_started) {
 		log_error("cannot start threads");
 		stop_flag = 1;
 		goto out;
@@ -210,6 +234,8 @@ int main(int argc, char **argv)
 	status = 0;
 out:
 	stop_flag = 1;
+	if (drain_started)
+		pthread_join(drain_th, NULL);
 	if (inf_started)
 		pthread_join(inf_th, NULL);
 	if (rec_started)

@@ -198,3 +198,26 @@ def test_restart_keeps_sandboxes_and_expiry(api, controller):
     # the expiry written on the Pod is honoured by the new process
     assert wait_until(lambda: api.call("GET", "/v1/sandboxes/" + short["id"])[0] == 404, timeout=40)
     assert api.call("DELETE", "/v1/sandboxes/" + keep["id"])[0] == 204
+
+
+def test_sigterm_drains_calls_in_flight(api, controller):
+    import signal
+    import threading
+    result = {}
+
+    def slow_create():
+        result["create"] = create(api, labels={"batch": "drain"})
+
+    t = threading.Thread(target=slow_create)
+    t.start()
+    time.sleep(0.15)  # the create is in flight: it waits for the Pod to be Ready
+    controller.proc.send_signal(signal.SIGTERM)
+    t.join(30)
+    status, sb, _ = result["create"]
+    assert status == 201, sb          # answered, not dropped
+    assert sb["state"] == "ready"
+    assert controller.proc.wait(30) == 0
+    log = controller.log()
+    assert "draining" in log
+    controller.start()
+    assert api.call("DELETE", "/v1/sandboxes/" + sb["id"])[0] == 204

@@ -1,0 +1,1923 @@
+/*
+ * http_server: HTTP/1.1 on libwebsockets (see http_server.h for the contract).
+ *
+ * Threads. Everything here runs on the service thread except http_reply_*,
+ * http_server_wake and http_server_get_stats. A reply made on another thread
+ * is built there (JSON printed, headers formatted), queued under srv->mu, and
+ * the loop is woken with lws_cancel_service(); LWS_CALLBACK_EVENT_WAIT_CANCELLED
+ * moves queued replies onto their connections and asks for WRITEABLE. A reply
+ * made on the service thread (the usual, synchronous case) skips the queue.
+ * Bytes are written only from WRITEABLE callbacks, at most HTTP_WRITE_PIECE at
+ * a time.
+ *
+ * Ownership. A connection (struct conn) owns at most one request. While the
+ * request is away (stage HANDLER, REPLYING or QUEUED) the connection may
+ * close: it then marks the request orphaned and forgets it, and whoever holds
+ * it next (the replier, or the queue drain) frees it and counts a dropped
+ * reply. Stage and orphan change only under srv->mu, so no thread ever
+ * touches a freed request or connection. Requests are not recycled: a fresh
+ * one per request means a stray second reply can never land on a later
+ * request of the same connection.
+ *
+ * Per-connection state lives on the heap, found with lws_get_opaque_user_data:
+ * libwebsockets 4.1.6 drops and re-binds the protocol at the end of every
+ * keep-alive transaction, which frees and re-zeroes the per-session data.
+ *
+ * What libwebsockets 4.1.6 does before a request reaches us (checked by
+ * tests/unit/test_http_server.c):
+ * - the path arrives percent-decoded, with "+" turned into a space, repeated
+ *   slashes collapsed and "." / ".." segments resolved; query arguments are
+ *   split on '&' and ';' and decoded, and an encoded '=' in a key becomes '_';
+ * - a malformed %-escape gets lws's own "403 Forbidden" (text/html) and the
+ *   connection is closed; a NUL byte, raw or %00, closes the connection with
+ *   no response; so does a request head larger than HTTP_MAX_HEADER_DATA or
+ *   one with more fragments (query args + headers) than lws has slots for
+ *   (about 100): lws has no 431;
+ *   other decoded control bytes reach us and we answer 400 bad_path/bad_query;
+ * - methods lws does not know (TRACE, FOO, PRI) get lws's 403; CONNECT falls
+ *   back to a raw socket, where we answer 501;
+ * - POST, PUT and PATCH without Content-Length, and chunked bodies, are
+ *   delivered as "body until the connection closes": we decode chunked
+ *   ourselves, treat a missing length as an empty body, and close the
+ *   connection after such a request, since lws cannot find the next one;
+ * - Expect: 100-continue is not answered by lws, so we send the 100 ourselves.
+ */
+#include "http_server.h"
+
+#include "buf.h"
+#include "log.h"
+#include "util.h"
+
+#include <errno.h>
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netdb.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- limits ---- */
+
+#define HTTP_MAX_HEADER_DATA 8192    /* request line + headers (lws ah size) */
+#define HTTP_MAX_HEADER_POOL 4096    /* request heads held at once (lws ah pool) */
+#define HTTP_MAX_QUERY_PARAMS 64     /* more: 400 bad_query */
+#define HTTP_MAX_QUERY_BYTES 4096    /* more: 414 uri_too_long */
+#define HTTP_MAX_PATH_BYTES 4096     /* more: 414 uri_too_long */
+#define HTTP_REQUEST_ID_MAX 64
+#define HTTP_MAX_RESPONSE (64u << 20) /* a bigger body is a 500 */
+#define HTTP_MAX_EXTRA_HEADERS 4096  /* total bytes of caller headers */
+#define HTTP_WRITE_PIECE (64u << 10) /* bytes per WRITEABLE */
+#define HTTP_JSON_GUESS 1024         /* first try at printing JSON in place */
+#define HTTP_CHUNK_LINE_MAX 1024     /* chunk-size line with extensions */
+#define HTTP_CHUNK_TRAILER_MAX 4096
+#define HTTP_TICK_MS 100             /* *stop is checked this often */
+#define HTTP_DRAIN_MS 2000           /* at stop, time left to finish writes */
+#define HTTP_HEAD_FIXED 320          /* status line + our own headers */
+
+#define XRID "x-request-id:" /* how lws names it: lowercase, with the colon */
+#define XRID_LEN 13
+
+#define container_of(p, type, member)                                         \
+	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+/* ---- types ---- */
+
+enum hdr_idx {
+	HDR_AUTHORIZATION,
+	HDR_CONTENT_TYPE,
+	HDR_X_REQUEST_ID,
+	HDR_X_FORWARDED_FOR,
+	HDR_ACCEPT,
+	HDR_ORIGIN,
+	HDR_COUNT
+};
+
+static const char *const hdr_names[HDR_COUNT] = {
+	"authorization", "content-type", "x-request-id",
+	"x-forwarded-for", "accept", "origin",
+};
+
+/* lws token per captured header; -1: the custom header x-request-id */
+static const int hdr_tokens[HDR_COUNT] = {
+	WSI_TOKEN_HTTP_AUTHORIZATION, WSI_TOKEN_HTTP_CONTENT_TYPE, -1,
+	WSI_TOKEN_X_FORWARDED_FOR, WSI_TOKEN_HTTP_ACCEPT, WSI_TOKEN_ORIGIN,
+};
+
+enum req_stage {
+	STAGE_CONN,     /* owned by its connection: being read, or written */
+	STAGE_HANDLER,  /* with the handler: one reply expected */
+	STAGE_REPLYING, /* a reply is being built */
+	STAGE_QUEUED,   /* built, waiting in srv->queue for the service thread */
+};
+
+struct query_param {
+	const char *key;
+	const char *value;
+};
+
+struct http_request {
+	struct http_server *srv;
+	struct conn *conn;         /* NULL once orphaned */
+	struct http_request *next; /* srv->queue */
+	enum req_stage stage;      /* srv->mu */
+	bool orphan;               /* srv->mu: the connection has gone */
+
+	const char *method;
+	const char *path;
+	struct query_param query[HTTP_MAX_QUERY_PARAMS];
+	size_t nquery;
+	const char *hdr[HDR_COUNT];
+	char id[HTTP_REQUEST_ID_MAX + 1];
+	char peer[64];
+	int64_t start_ms;
+	bool head;  /* HEAD: the reply has no body */
+	bool close; /* close the connection after the reply */
+	struct buf body;
+
+	/* the reply: out[out_pos, out_end) is still to be written */
+	unsigned char *out;
+	size_t out_pos, out_end;
+	int status;
+
+	size_t arena_len, arena_cap;
+	char arena[]; /* path, query and header strings */
+};
+
+enum conn_state {
+	CONN_IDLE,    /* between requests, or reading a request head (lws) */
+	CONN_BODY,    /* reading a request body */
+	CONN_HANDLER, /* the request is with the handler */
+	CONN_WRITING, /* writing the reply */
+};
+
+enum chunk_state {
+	CH_SIZE, CH_EXT, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF,
+	CH_TRAILER, CH_TRAILER_LINE, CH_TRAILER_LF, CH_DONE,
+};
+
+struct chunked {
+	enum chunk_state st;
+	uint64_t left;   /* data bytes left in this chunk, or the size being read */
+	unsigned digits;
+	size_t line;     /* bytes of the current size line */
+	size_t trailer;  /* bytes of trailers */
+};
+
+struct conn {
+	struct http_server *srv;
+	struct lws *wsi;
+	struct conn *prev, *next;      /* srv->conns */
+	struct http_request *req;
+	enum conn_state state;
+	lws_sorted_usec_list_t deadline; /* request_timeout_s while reading a body */
+	bool send_continue;            /* "100 Continue" owed before the body */
+	bool check_peer;               /* reply came late: is the client still there? */
+	bool chunked;
+	bool raw;                      /* lws fell back to a raw socket */
+	struct chunked ch;
+	char peer[64];
+};
+
+struct http_server {
+	struct lws_context *ctx;
+	struct lws_vhost *vh;
+	http_handler_fn handler;
+	void *ud;
+	size_t max_body;
+	int request_timeout_s;
+	int idle_timeout_s;
+	int port;
+	char *iface;   /* lws keeps the pointer */
+	struct lws_protocol_vhost_options vhost_headers[2];
+
+	pthread_mutex_t mu;
+	struct http_request *queue_head, *queue_tail; /* mu */
+	bool lws_alive;                               /* mu: ctx may be woken */
+
+	pthread_t loop_thread;
+	atomic_bool loop_running;
+	bool stopping;
+	lws_sorted_usec_list_t tick;
+	struct conn *conns;
+	size_t nconns;
+
+	atomic_uint_fast64_t st_connections, st_requests, st_replies,
+		st_dropped, st_rejected;
+};
+
+/* ---- small helpers ---- */
+
+static void stat_inc(atomic_uint_fast64_t *c)
+{
+	atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
+static bool on_loop_thread(struct http_server *srv)
+{
+	return atomic_load_explicit(&srv->loop_running, memory_order_acquire) &&
+	       pthread_equal(pthread_self(), srv->loop_thread);
+}
+
+static const char *status_reason(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 303: return "See Other";
+	case 304: return "Not Modified";
+	case 307: return "Temporary Redirect";
+	case 308: return "Permanent Redirect";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 411: return "Length Required";
+	case 412: return "Precondition Failed";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 417: return "Expectation Failed";
+	case 422: return "Unprocessable Content";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Unknown";
+	}
+}
+
+static bool status_has_body(int status)
+{
+	return status != 204 && status != 304;
+}
+
+static bool request_id_valid(const char *s, size_t len)
+{
+	if (len < 1 || len > HTTP_REQUEST_ID_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static void request_id_generate(char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	static atomic_uint_fast64_t fallback;
+	unsigned char r[16];
+	if (random_bytes(r, sizeof(r)) != 0) {
+		/* never expected; ids need to be unique, not secret */
+		uint64_t a = (uint64_t)now_ms();
+		uint64_t b = atomic_fetch_add(&fallback, 1);
+		memcpy(r, &a, 8);
+		memcpy(r + 8, &b, 8);
+	}
+	for (size_t i = 0; i < sizeof(r); i++) {
+		out[2 * i] = hex[r[i] >> 4];
+		out[2 * i + 1] = hex[r[i] & 15];
+	}
+	out[2 * sizeof(r)] = '\0';
+}
+
+static bool has_ctl(const char *s, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f)
+			return true;
+	}
+	return false;
+}
+
+/* Whether a comma-separated header value holds token (case-insensitive). */
+static bool list_has_token(const char *list, const char *token)
+{
+	size_t tl = strlen(token);
+	const char *p = list;
+	while (*p) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		const char *e = p;
+		while (*e && *e != ',')
+			e++;
+		const char *t = e;
+		while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
+			t--;
+		if ((size_t)(t - p) == tl && strncasecmp(p, token, tl) == 0)
+			return true;
+		p = e;
+	}
+	return false;
+}
+
+static bool header_name_valid(const char *s)
+{
+	if (!s || !*s)
+		return false;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c)))
+			return false;
+	}
+	return true;
+}
+
+static bool header_value_valid(const char *s)
+{
+	if (!s)
+		return false;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* Headers the server writes itself; a caller may not set them. */
+static bool header_reserved(const char *name)
+{
+	static const char *const reserved[] = {
+		"content-length", "content-type", "transfer-encoding",
+		"connection", "x-request-id", "cache-control",
+		"x-content-type-options", "keep-alive", "upgrade",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(reserved); i++) {
+		if (strcasecmp(name, reserved[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool extra_usable(const struct http_header *h)
+{
+	return header_name_valid(h->name) && header_value_valid(h->value) &&
+	       !header_reserved(h->name);
+}
+
+/*
+ * Length of the well-formed UTF-8 sequence at s (1-4), or 0 when the bytes
+ * there are not one (stray continuation, overlong form, surrogate, beyond
+ * U+10FFFF, truncated).
+ */
+static size_t utf8_seq(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	if (c < 0x80)
+		return 1;
+	size_t n;
+	uint32_t cp, min;
+	if ((c & 0xe0) == 0xc0) {
+		n = 2;
+		cp = c & 0x1f;
+		min = 0x80;
+	} else if ((c & 0xf0) == 0xe0) {
+		n = 3;
+		cp = c & 0x0f;
+		min = 0x800;
+	} else if ((c & 0xf8) == 0xf0) {
+		n = 4;
+		cp = c & 0x07;
+		min = 0x10000;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0; /* also stops at the NUL */
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* Bytes of JSON string content for s once escaped (no quotes): messages may
+ * quote client input, so invalid UTF-8 becomes U+FFFD (3 bytes). */
+static size_t json_escaped_len(const char *s)
+{
+	size_t n = 0;
+	while (*s) {
+		unsigned char c = (unsigned char)*s;
+		size_t k = utf8_seq((const unsigned char *)s);
+		if (k == 0) {
+			n += 3;
+			k = 1;
+		} else if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t') {
+			n += 2;
+		} else if (c < 0x20 || c == 0x7f) {
+			n += 6;
+		} else {
+			n += k;
+		}
+		s += k;
+	}
+	return n;
+}
+
+static char *json_escape_to(char *d, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x80) {
+			size_t k = utf8_seq((const unsigned char *)s);
+			if (k == 0) {
+				memcpy(d, "\xef\xbf\xbd", 3); /* U+FFFD */
+				d += 3;
+			} else {
+				memcpy(d, s, k);
+				d += k;
+				s += k - 1;
+			}
+			continue;
+		}
+		switch (c) {
+		case '"': *d++ = '\\'; *d++ = '"'; break;
+		case '\\': *d++ = '\\'; *d++ = '\\'; break;
+		case '\n': *d++ = '\\'; *d++ = 'n'; break;
+		case '\r': *d++ = '\\'; *d++ = 'r'; break;
+		case '\t': *d++ = '\\'; *d++ = 't'; break;
+		default:
+			if (c < 0x20 || c == 0x7f) {
+				memcpy(d, "\\u00", 4);
+				d[4] = hex[c >> 4];
+				d[5] = hex[c & 15];
+				d += 6;
+			} else {
+				*d++ = (char)c;
+			}
+		}
+	}
+	return d;
+}
+
+/* ---- requests ---- */
+
+static struct http_request *req_new(struct http_server *srv, size_t arena)
+{
+	struct http_request *req = malloc(sizeof(*req) + arena);
+	if (!req)
+		return NULL;
+	memset(req, 0, sizeof(*req));
+	req->srv = srv;
+	req->stage = STAGE_CONN;
+	req->method = "";
+	req->path = "/";
+	req->arena_cap = arena;
+	buf_init(&req->body, srv->max_body);
+	return req;
+}
+
+static void req_free(struct http_request *req)
+{
+	if (!req)
+		return;
+	buf_release(&req->body);
+	free(req->out);
+	free(req);
+}
+
+/* Copy n bytes into the arena as a C string. NULL when it does not fit
+ * (which the sizing in on_http rules out). */
+static char *arena_put(struct http_request *req, const char *s, size_t n)
+{
+	if (n + 1 > req->arena_cap - req->arena_len)
+		return NULL;
+	char *d = req->arena + req->arena_len;
+	memcpy(d, s, n);
+	d[n] = '\0';
+	req->arena_len += n + 1;
+	return d;
+}
+
+/* ---- building replies (any thread) ---- */
+
+/* Upper bound of the status line and headers. */
+static size_t head_bound(const struct http_request *req,
+			 const struct http_header *extra, size_t nextra)
+{
+	size_t n = HTTP_HEAD_FIXED + strlen(req->id);
+	for (size_t i = 0; i < nextra; i++) {
+		if (extra_usable(&extra[i]))
+			n += strlen(extra[i].name) + strlen(extra[i].value) + 4;
+	}
+	return n;
+}
+
+static char *put(char *d, const char *s)
+{
+	size_t n = strlen(s);
+	memcpy(d, s, n);
+	return d + n;
+}
+
+static char *put_uint(char *d, uint64_t v)
+{
+	char tmp[24];
+	size_t n = 0;
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*d++ = tmp[--n];
+	return d;
+}
+
+/*
+ * Finish req->out, whose body (body_len bytes) is already at
+ * LWS_PRE + hb: write the status line and headers right before it.
+ */
+static void head_finish(struct http_request *req, int status, bool json,
+			size_t body_len, const struct http_header *extra,
+			size_t nextra, size_t hb)
+{
+	char *start = (char *)req->out + LWS_PRE, *d = start;
+	size_t used_extra = 0;
+
+	d = put(d, "HTTP/1.1 ");
+	d = put_uint(d, (uint64_t)status);
+	*d++ = ' ';
+	d = put(d, status_reason(status));
+	d = put(d, "\r\n");
+	if (status_has_body(status)) {
+		if (json && body_len)
+			d = put(d, "Content-Type: application/json\r\n");
+		d = put(d, "Content-Length: ");
+		d = put_uint(d, body_len);
+		d = put(d, "\r\n");
+	}
+	d = put(d, "X-Request-Id: ");
+	d = put(d, req->id);
+	d = put(d, "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+	if (req->close)
+		d = put(d, "Connection: close\r\n");
+	for (size_t i = 0; i < nextra; i++) {
+		if (!extra_usable(&extra[i])) {
+			log_error("request %s: header \"%s\" not sent (invalid or set by the server)",
+				  req->id, extra[i].name ? extra[i].name : "(null)");
+			continue;
+		}
+		size_t len = strlen(extra[i].name) + strlen(extra[i].value) + 4;
+		if (used_extra + len > HTTP_MAX_EXTRA_HEADERS) {
+			log_error("request %s: header \"%s\" not sent (extra headers over %d bytes)",
+				  req->id, extra[i].name, HTTP_MAX_EXTRA_HEADERS);
+			continue;
+		}
+		used_extra += len;
+		d = put(d, extra[i].name);
+		d = put(d, ": ");
+		d = put(d, extra[i].value);
+		d = put(d, "\r\n");
+	}
+	d = put(d, "\r\n");
+
+	size_t hlen = (size_t)(d - start);
+	size_t body_off = LWS_PRE + hb;
+	memmove(req->out + body_off - hlen, start, hlen);
+	req->status = status;
+	req->out_pos = body_off - hlen;
+	req->out_end = body_off + (req->head || !status_has_body(status) ? 0 : body_len);
+}
+
+static int status_checked(const struct http_request *req, int status)
+{
+	if (status < 200 || status > 599) {
+		log_error("request %s: invalid reply status %d, sending 500", req->id, status);
+		return 500;
+	}
+	return status;
+}
+
+/* Error body in the one shape. 0 or -ENOMEM. */
+static int build_error(struct http_request *req, int status, const char *code,
+		       const struct http_header *extra, size_t nextra,
+		       const char *msg)
+{
+	static const char p1[] = "{\"error\":{\"code\":\"";
+	static const char p2[] = "\",\"message\":\"";
+	static const char p3[] = "\",\"request_id\":\"";
+	static const char p4[] = "\"}}";
+	status = status_checked(req, status);
+	if (!code || !*code)
+		code = "error";
+	size_t hb = head_bound(req, extra, nextra);
+	size_t blen = sizeof(p1) + sizeof(p2) + sizeof(p3) + sizeof(p4) - 4 +
+		      json_escaped_len(code) + json_escaped_len(msg) +
+		      json_escaped_len(req->id);
+	free(req->out);
+	req->out = malloc(LWS_PRE + hb + blen + 1);
+	if (!req->out)
+		return -ENOMEM;
+	char *b = (char *)req->out + LWS_PRE + hb, *d = b;
+	d = put(d, p1);
+	d = json_escape_to(d, code);
+	d = put(d, p2);
+	d = json_escape_to(d, msg);
+	d = put(d, p3);
+	d = json_escape_to(d, req->id);
+	d = put(d, p4);
+	head_finish(req, status, true, (size_t)(d - b), extra, nextra, hb);
+	return 0;
+}
+
+/* JSON (or no) body. 0, -ENOMEM or -E2BIG. */
+static int build_json(struct http_request *req, int status, const cJSON *body,
+		      const struct http_header *extra, size_t nextra)
+{
+	status = status_checked(req, status);
+	if (body && !status_has_body(status)) {
+		log_error("request %s: a %d reply cannot carry a body; body dropped",
+			  req->id, status);
+		body = NULL;
+	}
+	size_t hb = head_bound(req, extra, nextra);
+	size_t off = LWS_PRE + hb, blen = 0;
+	free(req->out);
+	req->out = malloc(off + (body ? HTTP_JSON_GUESS : 0) + 1);
+	if (!req->out)
+		return -ENOMEM;
+	if (body) {
+		char *b = (char *)req->out + off;
+		if (cJSON_PrintPreallocated((cJSON *)body, b, HTTP_JSON_GUESS, 0)) {
+			blen = strlen(b);
+		} else {
+			char *s = cJSON_PrintUnformatted(body);
+			if (!s)
+				return -ENOMEM;
+			blen = strlen(s);
+			if (blen > HTTP_MAX_RESPONSE) {
+				free(s);
+				return -E2BIG;
+			}
+			unsigned char *p = realloc(req->out, off + blen + 1);
+			if (!p) {
+				free(s);
+				return -ENOMEM;
+			}
+			req->out = p;
+			memcpy(req->out + off, s, blen + 1);
+			free(s);
+		}
+	}
+	head_finish(req, status, true, blen, extra, nextra, hb);
+	return 0;
+}
+
+/* ---- handing replies to connections ---- */
+
+static void conn_start_write(struct conn *c)
+{
+	c->state = CONN_WRITING;
+	lws_sul_cancel(&c->deadline);
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_HTTP_CONTENT, c->srv->request_timeout_s);
+	lws_callback_on_writable(c->wsi);
+}
+
+static void drop_reply(struct http_request *req)
+{
+	stat_inc(&req->srv->st_dropped);
+	log_debug("request %s: client gone, reply dropped", req->id);
+	req_free(req);
+}
+
+/* Claim the one reply of req. false (logged) for a second reply. */
+static bool reply_begin(struct http_request *req, bool *orphan)
+{
+	struct http_server *srv = req->srv;
+	pthread_mutex_lock(&srv->mu);
+	bool ok = req->stage == STAGE_HANDLER;
+	if (ok) {
+		req->stage = STAGE_REPLYING;
+		*orphan = req->orphan;
+	}
+	pthread_mutex_unlock(&srv->mu);
+	if (!ok)
+		log_error("request %s: second reply ignored (exactly one reply per request)",
+			  req->id);
+	return ok;
+}
+
+/* The reply in req->out is complete: give it to the connection. */
+static void reply_submit(struct http_request *req)
+{
+	struct http_server *srv = req->srv;
+	bool loop = on_loop_thread(srv);
+	pthread_mutex_lock(&srv->mu);
+	if (req->orphan) {
+		pthread_mutex_unlock(&srv->mu);
+		drop_reply(req);
+		return;
+	}
+	if (loop) {
+		req->stage = STAGE_CONN;
+		pthread_mutex_unlock(&srv->mu);
+		conn_start_write(req->conn);
+		return;
+	}
+	req->stage = STAGE_QUEUED;
+	req->next = NULL;
+	if (srv->queue_tail)
+		srv->queue_tail->next = req;
+	else
+		srv->queue_head = req;
+	srv->queue_tail = req;
+	/* under mu: the context cannot be destroyed meanwhile */
+	if (srv->lws_alive)
+		lws_cancel_service(srv->ctx);
+	pthread_mutex_unlock(&srv->mu);
+}
+
+/* No reply could be written at all: close the connection without one. */
+static void reply_nothing(struct http_request *req)
+{
+	req->close = true;
+	free(req->out);
+	req->out = NULL;
+	req->out_pos = req->out_end = 0;
+}
+
+/* Build failed (out of memory, body too big): answer 500 instead. */
+static void reply_failed(struct http_request *req, int rc)
+{
+	log_error("request %s: cannot build the reply (%s)", req->id, strerror(-rc));
+	req->close = true;
+	if (build_error(req, 500, "internal", NULL, 0,
+			rc == -E2BIG ? "response too large" : "out of memory") != 0)
+		reply_nothing(req);
+	reply_submit(req);
+}
+
+/* Service thread: move queued replies onto their connections. final: the
+ * connections are gone (the context was destroyed): drop everything. */
+static void drain_queue(struct http_server *srv, bool final)
+{
+	pthread_mutex_lock(&srv->mu);
+	struct http_request *list = srv->queue_head, *gone = NULL;
+	srv->queue_head = srv->queue_tail = NULL;
+	struct http_request **pp = &list;
+	while (*pp) {
+		struct http_request *r = *pp;
+		if (r->orphan || final) {
+			*pp = r->next;
+			r->next = gone;
+			gone = r;
+		} else {
+			r->stage = STAGE_CONN;
+			pp = &r->next;
+		}
+	}
+	pthread_mutex_unlock(&srv->mu);
+	while (gone) {
+		struct http_request *r = gone;
+		gone = r->next;
+		drop_reply(r);
+	}
+	while (list) {
+		struct http_request *r = list;
+		list = r->next;
+		r->conn->check_peer = true;
+		conn_start_write(r->conn);
+	}
+}
+
+/* Service thread: the server answers by itself and closes afterwards. */
+static void reject(struct conn *c, int status, const char *code,
+		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void reject(struct conn *c, int status, const char *code,
+		   const char *fmt, ...)
+{
+	struct http_request *req = c->req;
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	req->close = true;
+	stat_inc(&c->srv->st_rejected);
+	log_debug("request %s: %d %s: %s", req->id, status, code, msg);
+	if (build_error(req, status, code, NULL, 0, msg) != 0)
+		reply_nothing(req);
+	conn_start_write(c);
+}
+
+/* ---- connections ---- */
+
+static struct conn *conn_of(struct lws *wsi)
+{
+	return wsi ? lws_get_opaque_user_data(wsi) : NULL;
+}
+
+static struct conn *conn_new(struct http_server *srv, struct lws *wsi)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->srv = srv;
+	c->wsi = wsi;
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	lws_set_opaque_user_data(wsi, c);
+	return c;
+}
+
+static void conn_destroy(struct conn *c)
+{
+	struct http_server *srv = c->srv;
+	lws_sul_cancel(&c->deadline);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->nconns--;
+
+	struct http_request *req = c->req;
+	if (req) {
+		pthread_mutex_lock(&srv->mu);
+		if (req->stage != STAGE_CONN) {
+			/* away: whoever holds it frees it */
+			req->orphan = true;
+			req->conn = NULL;
+			req = NULL;
+		}
+		pthread_mutex_unlock(&srv->mu);
+	}
+	if (req) {
+		if (c->state == CONN_WRITING)
+			drop_reply(req);
+		else
+			req_free(req);
+	}
+	lws_set_opaque_user_data(c->wsi, NULL);
+	free(c);
+}
+
+static void on_deadline(lws_sorted_usec_list_t *sul)
+{
+	struct conn *c = container_of(sul, struct conn, deadline);
+	if (c->state == CONN_BODY && c->req)
+		reject(c, 408, "request_timeout",
+		       "the request body did not arrive within %d s",
+		       c->srv->request_timeout_s);
+}
+
+/* ---- request head (LWS_CALLBACK_HTTP) ---- */
+
+static const char *method_of(struct lws *wsi, bool *head)
+{
+	static const struct {
+		int tok;
+		const char *name;
+	} methods[] = {
+		{ WSI_TOKEN_GET_URI, "GET" },       { WSI_TOKEN_POST_URI, "POST" },
+		{ WSI_TOKEN_PUT_URI, "PUT" },       { WSI_TOKEN_PATCH_URI, "PATCH" },
+		{ WSI_TOKEN_DELETE_URI, "DELETE" }, { WSI_TOKEN_HEAD_URI, "HEAD" },
+		{ WSI_TOKEN_OPTIONS_URI, "OPTIONS" },
+	};
+	*head = false;
+	for (size_t i = 0; i < ARRAY_SIZE(methods); i++) {
+		if (lws_hdr_total_length(wsi, (enum lws_token_indexes)methods[i].tok) > 0) {
+			*head = methods[i].tok == WSI_TOKEN_HEAD_URI;
+			return methods[i].name;
+		}
+	}
+	return NULL;
+}
+
+/* A header into a caller buffer: its length, 0 when absent, -1 when longer
+ * than the buffer. */
+static int hdr_small(struct lws *wsi, enum lws_token_indexes tok, char *dst, int len)
+{
+	int n = lws_hdr_total_length(wsi, tok);
+	if (n <= 0) {
+		dst[0] = '\0';
+		return 0;
+	}
+	if (n >= len)
+		return -1;
+	return lws_hdr_copy(wsi, dst, len, tok) < 0 ? -1 : n;
+}
+
+static void set_request_id(struct http_request *req, struct lws *wsi)
+{
+	int n = lws_hdr_custom_length(wsi, XRID, XRID_LEN);
+	if (n > 0 && n <= HTTP_REQUEST_ID_MAX &&
+	    lws_hdr_custom_copy(wsi, req->id, (int)sizeof(req->id), XRID, XRID_LEN) == n &&
+	    request_id_valid(req->id, (size_t)n))
+		return;
+	request_id_generate(req->id);
+}
+
+static void set_peer(struct conn *c, struct http_request *req)
+{
+	if (!c->peer[0]) {
+		char tmp[64];
+		if (!lws_get_peer_simple(c->wsi, tmp, sizeof(tmp)))
+			snprintf(tmp, sizeof(tmp), "unknown");
+		/* an IPv4 client of a dual-stack socket */
+		const char *p = strncmp(tmp, "::ffff:", 7) == 0 && strchr(tmp, '.') ? tmp + 7 : tmp;
+		snprintf(c->peer, sizeof(c->peer), "%s", p);
+	}
+	memcpy(req->peer, c->peer, sizeof(req->peer));
+}
+
+/* Bytes the arena needs for this request head. */
+static size_t arena_need(struct lws *wsi, size_t urilen)
+{
+	size_t n = urilen + 1;
+	int a = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+	if (a > 0)
+		n += (size_t)a + 1;
+	for (int i = 0; i < HDR_COUNT; i++) {
+		int h = hdr_tokens[i] < 0 ? lws_hdr_custom_length(wsi, XRID, XRID_LEN) :
+			lws_hdr_total_length(wsi, (enum lws_token_indexes)hdr_tokens[i]);
+		if (h > 0)
+			n += (size_t)h + 1;
+	}
+	return n;
+}
+
+/* Query parameters. 0, or an HTTP status after reject(). */
+static int collect_query(struct conn *c, struct http_request *req)
+{
+	struct lws *wsi = c->wsi;
+	int total = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS);
+	if (total <= 0)
+		return 0;
+	if (total > HTTP_MAX_QUERY_BYTES) {
+		reject(c, 414, "uri_too_long", "query string over %d bytes",
+		       HTTP_MAX_QUERY_BYTES);
+		return 414;
+	}
+	for (int i = 0;; i++) {
+		char *d = req->arena + req->arena_len;
+		size_t room = req->arena_cap - req->arena_len;
+		int n = lws_hdr_copy_fragment(wsi, d, (int)room, WSI_TOKEN_HTTP_URI_ARGS, i);
+		if (n == -1)
+			break; /* no more */
+		if (n < 0) {
+			reject(c, 500, "internal", "request head accounting");
+			return 500;
+		}
+		if (n == 0)
+			continue; /* "a=1&&b=2" */
+		if (has_ctl(d, (size_t)n)) {
+			reject(c, 400, "bad_query", "control character in the query string");
+			return 400;
+		}
+		if (req->nquery == HTTP_MAX_QUERY_PARAMS) {
+			reject(c, 400, "bad_query", "more than %d query parameters",
+			       HTTP_MAX_QUERY_PARAMS);
+			return 400;
+		}
+		req->arena_len += (size_t)n + 1;
+		char *eq = strchr(d, '=');
+		if (eq)
+			*eq = '\0';
+		req->query[req->nquery].key = d;
+		req->query[req->nquery].value = eq ? eq + 1 : d + n;
+		req->nquery++;
+	}
+	return 0;
+}
+
+static void collect_headers(struct conn *c, struct http_request *req)
+{
+	for (int i = 0; i < HDR_COUNT; i++) {
+		char *d = req->arena + req->arena_len;
+		int room = (int)(req->arena_cap - req->arena_len), n;
+		if (hdr_tokens[i] < 0) {
+			if (lws_hdr_custom_length(c->wsi, XRID, XRID_LEN) <= 0)
+				continue;
+			n = lws_hdr_custom_copy(c->wsi, d, room, XRID, XRID_LEN);
+		} else {
+			enum lws_token_indexes tok = (enum lws_token_indexes)hdr_tokens[i];
+			if (lws_hdr_total_length(c->wsi, tok) <= 0)
+				continue;
+			n = lws_hdr_copy(c->wsi, d, room, tok);
+		}
+		if (n < 0)
+			continue;
+		req->arena_len += strlen(d) + 1;
+		req->hdr[i] = d;
+	}
+}
+
+static void dispatch(struct conn *c)
+{
+	struct http_server *srv = c->srv;
+	struct http_request *req = c->req;
+	lws_sul_cancel(&c->deadline);
+	/* no timeout while the handler works: it may wait for Kubernetes */
+	lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+	c->state = CONN_HANDLER;
+	req->conn = c;
+	pthread_mutex_lock(&srv->mu);
+	req->stage = STAGE_HANDLER;
+	pthread_mutex_unlock(&srv->mu);
+	stat_inc(&srv->st_requests);
+	srv->handler(srv->ud, req);
+	/* req may be gone now (replied and, on a closed connection, freed) */
+}
+
+/* How the body is framed. 0 to go on, or an HTTP status after reject(). */
+static int body_framing(struct conn *c, struct http_request *req, bool *has_body)
+{
+	struct lws *wsi = c->wsi;
+	char cl[32], te[64], expect[64];
+	int ncl = hdr_small(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, cl, sizeof(cl));
+	int nte = hdr_small(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, te, sizeof(te));
+	int nex = hdr_small(wsi, WSI_TOKEN_HTTP_EXPECT, expect, sizeof(expect));
+	*has_body = false;
+
+	if (nte != 0) {
+		if (ncl != 0) {
+			reject(c, 400, "bad_request", "both Content-Length and Transfer-Encoding");
+			return 400;
+		}
+		if (nte < 0 || strcasecmp(te, "chunked") != 0) {
+			reject(c, 501, "not_implemented",
+			       "only the chunked transfer coding is supported");
+			return 501;
+		}
+		c->chunked = true;
+		memset(&c->ch, 0, sizeof(c->ch));
+		req->close = true; /* lws cannot find the next request after it */
+		*has_body = true;
+	} else if (ncl != 0) {
+		uint64_t v = 0;
+		bool ok = ncl > 0 && ncl <= 19;
+		for (int i = 0; ok && i < ncl; i++) {
+			if (cl[i] < '0' || cl[i] > '9')
+				ok = false;
+			else
+				v = v * 10 + (uint64_t)(cl[i] - '0');
+		}
+		if (!ok) {
+			reject(c, 400, "bad_request", "invalid Content-Length");
+			return 400;
+		}
+		if (v > c->srv->max_body) {
+			reject(c, 413, "body_too_large",
+			       "request body of %llu bytes is over the limit of %zu",
+			       (unsigned long long)v, c->srv->max_body);
+			return 413;
+		}
+		*has_body = v > 0;
+	} else if (!strcmp(req->method, "POST") || !strcmp(req->method, "PUT") ||
+		   !strcmp(req->method, "PATCH")) {
+		/* no length: an empty body, but lws now reads "until close" */
+		req->close = true;
+	}
+
+	if (nex != 0) {
+		if (nex < 0 || strcasecmp(expect, "100-continue") != 0) {
+			reject(c, 417, "expectation_failed", "unsupported Expect header");
+			return 417;
+		}
+		if (*has_body)
+			c->send_continue = true;
+	}
+	return 0;
+}
+
+static int on_http(struct conn *c, const char *uri, size_t urilen)
+{
+	struct http_server *srv = c->srv;
+	struct lws *wsi = c->wsi;
+	if (c->state != CONN_IDLE || c->req) {
+		log_warn("http: a request head arrived while another request is in progress; closing");
+		return -1;
+	}
+	struct http_request *req = req_new(srv, arena_need(wsi, urilen));
+	if (!req)
+		return -1;
+	c->req = req;
+	c->chunked = false;
+	c->send_continue = false;
+	req->conn = c;
+	req->start_ms = now_ms();
+	set_request_id(req, wsi);
+	set_peer(c, req);
+
+	bool head;
+	const char *m = method_of(wsi, &head);
+	req->method = m ? m : "";
+	req->head = head;
+
+	/* keep-alive: HTTP/1.1 unless "Connection: close"; HTTP/1.0 never */
+	char ver[16], connection[128];
+	int nv = hdr_small(wsi, WSI_TOKEN_HTTP, ver, sizeof(ver));
+	int nc = hdr_small(wsi, WSI_TOKEN_CONNECTION, connection, sizeof(connection));
+	req->close = nv <= 0 || strcmp(ver, "HTTP/1.1") != 0 ||
+		     (nc != 0 && (nc < 0 || list_has_token(connection, "close")));
+
+	if (srv->stopping) {
+		reject(c, 503, "shutting_down", "the server is shutting down");
+		return 0;
+	}
+	if (!m) {
+		reject(c, 501, "not_implemented", "method not implemented");
+		return 0;
+	}
+	if (urilen > HTTP_MAX_PATH_BYTES) {
+		reject(c, 414, "uri_too_long", "path over %d bytes", HTTP_MAX_PATH_BYTES);
+		return 0;
+	}
+	if (urilen == 0 || uri[0] != '/' || has_ctl(uri, urilen)) {
+		reject(c, 400, "bad_path", "invalid request path");
+		return 0;
+	}
+	req->path = arena_put(req, uri, urilen);
+	if (!req->path) {
+		reject(c, 500, "internal", "request head accounting");
+		return 0;
+	}
+	if (collect_query(c, req))
+		return 0;
+	collect_headers(c, req);
+
+	bool has_body;
+	if (body_framing(c, req, &has_body))
+		return 0;
+	if (!has_body) {
+		dispatch(c);
+		return 0;
+	}
+	c->state = CONN_BODY;
+	int64_t left_ms = (int64_t)srv->request_timeout_s * 1000 - (now_ms() - req->start_ms);
+	if (left_ms < 1)
+		left_ms = 1;
+	lws_sul_schedule(lws_get_context(wsi), 0, &c->deadline, on_deadline,
+			 left_ms * LWS_US_PER_MS);
+	if (c->send_continue)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* ---- request body ---- */
+
+static int hexval(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Feed raw chunked bytes; decoded data goes to body. Returns 1 when the last
+ * chunk and trailers are complete, 0 for more, -EINVAL for bad framing,
+ * -E2BIG over the body limit, -ENOMEM.
+ */
+static int chunked_feed(struct chunked *ch, const unsigned char *p, size_t n,
+			struct buf *body)
+{
+	size_t i = 0;
+	while (i < n) {
+		unsigned char c = p[i];
+		switch (ch->st) {
+		case CH_SIZE: {
+			int v = hexval(c);
+			if (v >= 0) {
+				if (++ch->digits > 15)
+					return -EINVAL;
+				ch->left = ch->left * 16 + (uint64_t)v;
+				break;
+			}
+			if (!ch->digits)
+				return -EINVAL;
+			if (c == ';' || c == ' ' || c == '\t')
+				ch->st = CH_EXT;
+			else if (c == '\r')
+				ch->st = CH_SIZE_LF;
+			else
+				return -EINVAL;
+			break;
+		}
+		case CH_EXT:
+			if (c == '\r')
+				ch->st = CH_SIZE_LF;
+			else if (c == '\n' || ++ch->line > HTTP_CHUNK_LINE_MAX)
+				return -EINVAL;
+			break;
+		case CH_SIZE_LF:
+			if (c != '\n')
+				return -EINVAL;
+			ch->line = 0;
+			ch->digits = 0;
+			ch->st = ch->left ? CH_DATA : CH_TRAILER;
+			if (ch->left > body->max - body->len)
+				return -E2BIG;
+			break;
+		case CH_DATA: {
+			size_t k = n - i;
+			if (k > ch->left)
+				k = (size_t)ch->left;
+			int rc = buf_append(body, p + i, k);
+			if (rc)
+				return rc;
+			ch->left -= k;
+			i += k;
+			if (!ch->left)
+				ch->st = CH_DATA_CR;
+			continue;
+		}
+		case CH_DATA_CR:
+			if (c != '\r')
+				return -EINVAL;
+			ch->st = CH_DATA_LF;
+			break;
+		case CH_DATA_LF:
+			if (c != '\n')
+				return -EINVAL;
+			ch->st = CH_SIZE;
+			break;
+		case CH_TRAILER:
+			if (c == '\r') {
+				ch->st = CH_TRAILER_LF;
+				break;
+			}
+			ch->st = CH_TRAILER_LINE;
+			/* fall through */
+		case CH_TRAILER_LINE:
+			if (++ch->trailer > HTTP_CHUNK_TRAILER_MAX)
+				return -EINVAL;
+			if (c == '\n')
+				ch->st = CH_TRAILER;
+			break;
+		case CH_TRAILER_LF:
+			if (c != '\n')
+				return -EINVAL;
+			ch->st = CH_DONE;
+			return 1; /* anything after it is not ours to read */
+		case CH_DONE:
+			return 1;
+		}
+		i++;
+	}
+	return ch->st == CH_DONE;
+}
+
+static void on_body(struct conn *c, const void *in, size_t len)
+{
+	if (c->state != CONN_BODY)
+		return; /* already answered (413, 408, ...) or past the body */
+	struct http_request *req = c->req;
+	if (c->chunked) {
+		int rc = chunked_feed(&c->ch, in, len, &req->body);
+		if (rc == 1)
+			dispatch(c);
+		else if (rc == -E2BIG)
+			reject(c, 413, "body_too_large",
+			       "request body is over the limit of %zu bytes", c->srv->max_body);
+		else if (rc == -EINVAL)
+			reject(c, 400, "bad_request", "malformed chunked body");
+		else if (rc < 0)
+			reject(c, 500, "internal", "out of memory");
+		return;
+	}
+	int rc = buf_append(&req->body, in, len);
+	if (rc == -E2BIG)
+		reject(c, 413, "body_too_large",
+		       "request body is over the limit of %zu bytes", c->srv->max_body);
+	else if (rc)
+		reject(c, 500, "internal", "out of memory");
+}
+
+static void on_body_done(struct conn *c)
+{
+	/* lws 4.1.6 may report completion twice */
+	if (c->state == CONN_BODY && !c->chunked)
+		dispatch(c);
+}
+
+/* ---- writing ---- */
+
+/*
+ * Whether the client has closed its side (FIN or RST). lws 4.1.6 notes a
+ * read of 0 bytes but keeps the connection so that a reply can still go out;
+ * for a reply that waited on the handler we would rather drop it than write
+ * it into the void. A client that half-closes and still waits for its answer
+ * (rare for HTTP/1.1) loses it, as it would with nginx.
+ */
+static bool peer_gone(struct lws *wsi)
+{
+	int fd = lws_get_socket_fd(wsi);
+	if (fd < 0)
+		return true;
+	char b;
+	ssize_t r = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (r == 0)
+		return true;
+	return r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+static int on_writeable(struct conn *c)
+{
+	struct http_server *srv = c->srv;
+	enum lws_write_protocol wp = c->raw ? LWS_WRITE_RAW : LWS_WRITE_HTTP;
+
+	if (c->send_continue) {
+		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+		unsigned char b[LWS_PRE + sizeof(cont)];
+		c->send_continue = false;
+		if (c->state == CONN_BODY) {
+			memcpy(b + LWS_PRE, cont, sizeof(cont) - 1);
+			if (lws_write(c->wsi, b + LWS_PRE, sizeof(cont) - 1, wp) <
+			    (int)sizeof(cont) - 1)
+				return -1;
+		}
+		if (c->state == CONN_WRITING)
+			lws_callback_on_writable(c->wsi);
+		return 0;
+	}
+	if (c->state != CONN_WRITING)
+		return 0;
+
+	struct http_request *req = c->req;
+	if (c->check_peer) {
+		c->check_peer = false;
+		if (peer_gone(c->wsi))
+			return -1; /* conn_destroy counts the dropped reply */
+	}
+	size_t n = req->out_end - req->out_pos; /* 0: reply_nothing */
+	if (n > HTTP_WRITE_PIECE)
+		n = HTTP_WRITE_PIECE;
+	if (n && lws_write(c->wsi, req->out + req->out_pos, n, wp) < (int)n)
+		return -1;
+	req->out_pos += n;
+	if (req->out_pos < req->out_end) {
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_HTTP_CONTENT, srv->request_timeout_s);
+		lws_callback_on_writable(c->wsi);
+		return 0;
+	}
+
+	stat_inc(&srv->st_replies);
+	bool close = req->close || srv->stopping || c->raw;
+	if (log_enabled(LOG_DEBUG))
+		log_debug("request %s: %s %s -> %d in %lld ms", req->id, req->method,
+			  req->path, req->status, (long long)(now_ms() - req->start_ms));
+	c->req = NULL;
+	req_free(req);
+	c->state = CONN_IDLE;
+	lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+	if (close)
+		return -1;
+	/* idle keep-alive from here: lws applies keepalive_timeout */
+	return lws_http_transaction_completed(c->wsi) ? -1 : 0;
+}
+
+/* ---- CONNECT: lws hands it over as a raw socket ---- */
+
+static int on_raw_adopt(struct conn *c)
+{
+	struct http_request *req = req_new(c->srv, 0);
+	if (!req)
+		return -1;
+	c->raw = true;
+	c->req = req;
+	req->conn = c;
+	req->method = "CONNECT";
+	req->start_ms = now_ms();
+	request_id_generate(req->id);
+	reject(c, 501, "not_implemented", "method not implemented");
+	return 0;
+}
+
+/* ---- the protocol callback ---- */
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason,
+		    void *user, void *in, size_t len)
+{
+	(void)user; /* per-session data is not used: see the top of the file */
+	struct lws_context *ctx = lws_get_context(wsi);
+	struct http_server *srv = ctx ? lws_context_user(ctx) : NULL;
+	struct conn *c;
+
+	switch (reason) {
+	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+		return srv && srv->stopping ? -1 : 0;
+
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+		if (!srv || !conn_new(srv, wsi))
+			return -1;
+		stat_inc(&srv->st_connections);
+		return 0;
+
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		/* no WebSocket endpoint yet; never h2c (we write HTTP/1.1) */
+		if (srv)
+			stat_inc(&srv->st_rejected);
+		return -1;
+
+	case LWS_CALLBACK_HTTP:
+		c = conn_of(wsi);
+		return c ? on_http(c, in, len) : -1;
+
+	case LWS_CALLBACK_HTTP_BODY:
+		c = conn_of(wsi);
+		if (c)
+			on_body(c, in, len);
+		return 0;
+
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		c = conn_of(wsi);
+		if (c)
+			on_body_done(c);
+		return 0;
+
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		c = conn_of(wsi);
+		return c ? on_writeable(c) : 0;
+
+	case LWS_CALLBACK_RAW_ADOPT:
+		c = conn_of(wsi);
+		return c ? on_raw_adopt(c) : -1;
+
+	case LWS_CALLBACK_RAW_RX:
+		return 0; /* the CONNECT request: answered on adopt */
+
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		if (srv)
+			drain_queue(srv, false);
+		return 0;
+
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_RAW_CLOSE:
+	case LWS_CALLBACK_WSI_DESTROY:
+		c = conn_of(wsi);
+		if (c)
+			conn_destroy(c);
+		return 0;
+
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+	{ "http", callback, 0, 0, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 },
+};
+
+/* ---- the server ---- */
+
+/* lws errors matter while a context is being created (a bad certificate,
+ * say); once serving, lws reports client misbehaviour at ERR too ("Ran out
+ * of header data space"), which a client must not be able to flood the log
+ * with: those go to debug. */
+static atomic_int lws_creating;
+
+static void lws_log_emit(int level, const char *line)
+{
+	size_t n = strlen(line);
+	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		n--;
+	if ((level & LLL_ERR) && atomic_load(&lws_creating))
+		log_error("lws: %.*s", (int)n, line);
+	else if (level & (LLL_ERR | LLL_WARN))
+		log_debug("lws: %.*s", (int)n, line);
+}
+
+static bool is_ipv4_literal(const char *s)
+{
+	for (; *s; s++) {
+		if (!((*s >= '0' && *s <= '9') || *s == '.'))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Try the bind ourselves first, for a message that names the reason, and
+ * because a failed lws_create_context leaks a little in lws 4.1.6. Interface
+ * names (not numeric addresses) are left to lws.
+ */
+static int precheck_listen(const char *addr, int port, char *err, size_t errlen)
+{
+	if (port == 0)
+		return 0;
+	struct addrinfo hints, *res = NULL;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+	hints.ai_socktype = SOCK_STREAM;
+	char ps[8];
+	snprintf(ps, sizeof(ps), "%d", port);
+	const char *host = addr && *addr ? addr : NULL;
+	if (getaddrinfo(host, ps, &hints, &res) != 0 || !res)
+		return 0;
+	int rc = 0;
+	int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0) {
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+			snprintf(err, errlen, "http server: cannot listen on %s:%d: %s",
+				 host ? host : "*", port, strerror(errno));
+			rc = -1;
+		}
+		close(fd);
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+struct http_server *http_server_new(const struct http_server_opts *opts,
+				    http_handler_fn handler, void *ud, char *err,
+				    size_t errlen)
+{
+	struct http_server *srv = NULL;
+	if (!opts || !handler) {
+		snprintf(err, errlen, "http server: options and handler are required");
+		return NULL;
+	}
+	if (opts->port < 0 || opts->port > 65535) {
+		snprintf(err, errlen, "http server: port %d is out of range", opts->port);
+		return NULL;
+	}
+	if (!opts->tls_cert_file != !opts->tls_key_file) {
+		snprintf(err, errlen, "http server: TLS needs both a certificate and a key file");
+		return NULL;
+	}
+	const char *files[] = { opts->tls_cert_file, opts->tls_key_file };
+	for (size_t i = 0; i < 2; i++) {
+		if (files[i] && access(files[i], R_OK) != 0) {
+			snprintf(err, errlen, "http server: cannot read TLS %s file \"%s\": %s",
+				 i ? "key" : "certificate", files[i], strerror(errno));
+			return NULL;
+		}
+	}
+	if (precheck_listen(opts->bind_address, opts->port, err, errlen))
+		return NULL;
+	srv = calloc(1, sizeof(*srv));
+	if (!srv) {
+		snprintf(err, errlen, "http server: out of memory");
+		return NULL;
+	}
+	pthread_mutex_init(&srv->mu, NULL);
+	srv->handler = handler;
+	srv->ud = ud;
+	srv->max_body = opts->max_body ? opts->max_body : 1u << 20;
+	srv->request_timeout_s = opts->request_timeout_s > 0 ? opts->request_timeout_s : 30;
+	srv->idle_timeout_s = opts->idle_timeout_s > 0 ? opts->idle_timeout_s : 60;
+
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+
+	/* lws's own answers (its 403s) carry our generic headers too */
+	srv->vhost_headers[0] = (struct lws_protocol_vhost_options){
+		&srv->vhost_headers[1], NULL, "cache-control:", "no-store" };
+	srv->vhost_headers[1] = (struct lws_protocol_vhost_options){
+		NULL, NULL, "x-content-type-options:", "nosniff" };
+
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof(info));
+	info.protocols = protocols;
+	info.port = opts->port;
+	info.user = srv;
+	info.headers = &srv->vhost_headers[0];
+	info.options = LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+	const char *ba = opts->bind_address;
+	if (ba && *ba && strcmp(ba, "::") != 0) {
+		if (strcmp(ba, "0.0.0.0") == 0) {
+			info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+		} else {
+			srv->iface = strdup(ba);
+			if (!srv->iface)
+				goto oom;
+			info.iface = srv->iface;
+			if (is_ipv4_literal(ba))
+				info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+		}
+	}
+	info.max_http_header_data = HTTP_MAX_HEADER_DATA;
+	info.max_http_header_pool2 = HTTP_MAX_HEADER_POOL;
+	info.pt_serv_buf_size = 16384;
+	info.timeout_secs = (unsigned int)srv->request_timeout_s;
+	info.timeout_secs_ah_idle = (unsigned int)srv->request_timeout_s;
+	info.keepalive_timeout = srv->idle_timeout_s;
+	info.alpn = "http/1.1"; /* we write HTTP/1.1 bytes: never negotiate h2 */
+	if (opts->tls_cert_file) {
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = opts->tls_cert_file;
+		info.ssl_private_key_filepath = opts->tls_key_file;
+	}
+
+	atomic_fetch_add(&lws_creating, 1);
+	srv->ctx = lws_create_context(&info);
+	atomic_fetch_sub(&lws_creating, 1);
+	if (!srv->ctx) {
+		snprintf(err, errlen, "http server: cannot listen on %s:%d%s (see the log)",
+			 ba && *ba ? ba : "*", opts->port,
+			 opts->tls_cert_file ? " with TLS" : "");
+		goto fail;
+	}
+	srv->vh = lws_get_vhost_by_name(srv->ctx, "default");
+	srv->port = srv->vh ? lws_get_vhost_listen_port(srv->vh) : -1;
+	if (srv->port <= 0) {
+		snprintf(err, errlen, "http server: no listening port");
+		goto fail;
+	}
+	srv->lws_alive = true;
+	return srv;
+
+oom:
+	snprintf(err, errlen, "http server: out of memory");
+fail:
+	http_server_free(srv);
+	return NULL;
+}
+
+static void on_tick(lws_sorted_usec_list_t *sul)
+{
+	struct http_server *srv = container_of(sul, struct http_server, tick);
+	/* waking lws_service is the point; run() checks *stop */
+	lws_sul_schedule(srv->ctx, 0, &srv->tick, on_tick, HTTP_TICK_MS * LWS_US_PER_MS);
+}
+
+static bool writes_pending(struct http_server *srv)
+{
+	pthread_mutex_lock(&srv->mu);
+	bool queued = srv->queue_head != NULL;
+	pthread_mutex_unlock(&srv->mu);
+	if (queued)
+		return true;
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		if (c->state == CONN_WRITING)
+			return true;
+	}
+	return false;
+}
+
+int http_server_run(struct http_server *srv, const volatile int *stop)
+{
+	if (!srv || !srv->ctx)
+		return -1;
+	int rc = 0;
+	srv->loop_thread = pthread_self();
+	atomic_store_explicit(&srv->loop_running, true, memory_order_release);
+	log_debug("http server: serving port %d", srv->port);
+
+	lws_sul_schedule(srv->ctx, 0, &srv->tick, on_tick, HTTP_TICK_MS * LWS_US_PER_MS);
+	while (!*stop) {
+		if (lws_service(srv->ctx, 0) < 0) {
+			log_error("http server: the service loop failed");
+			rc = -1;
+			break;
+		}
+	}
+
+	/* stop: refuse new connections and requests, finish queued replies */
+	srv->stopping = true;
+	int64_t deadline = now_ms() + HTTP_DRAIN_MS;
+	while (rc == 0 && writes_pending(srv) && now_ms() < deadline) {
+		drain_queue(srv, false);
+		if (lws_service(srv->ctx, 0) < 0)
+			break;
+	}
+	log_info("http server stopped: closing %zu connections", srv->nconns);
+
+	lws_sul_cancel(&srv->tick);
+	pthread_mutex_lock(&srv->mu);
+	srv->lws_alive = false;
+	pthread_mutex_unlock(&srv->mu);
+	lws_context_destroy(srv->ctx); /* closes every connection */
+	srv->ctx = NULL;
+	srv->vh = NULL;
+	atomic_store_explicit(&srv->loop_running, false, memory_order_release);
+	drain_queue(srv, true); /* every request left is orphaned now */
+	return rc;
+}
+
+void http_server_wake(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	pthread_mutex_lock(&srv->mu);
+	if (srv->lws_alive)
+		lws_cancel_service(srv->ctx);
+	pthread_mutex_unlock(&srv->mu);
+}
+
+int http_server_port(const struct http_server *srv)
+{
+	return srv ? srv->port : -1;
+}
+
+void http_server_free(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	if (srv->ctx) {
+		pthread_mutex_lock(&srv->mu);
+		srv->lws_alive = false;
+		pthread_mutex_unlock(&srv->mu);
+		lws_context_destroy(srv->ctx);
+		srv->ctx = NULL;
+	}
+	drain_queue(srv, true);
+	pthread_mutex_destroy(&srv->mu);
+	free(srv->iface);
+	free(srv);
+}
+
+void http_server_get_stats(struct http_server *srv, struct http_server_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!srv)
+		return;
+	out->connections = atomic_load_explicit(&srv->st_connections, memory_order_relaxed);
+	out->requests = atomic_load_explicit(&srv->st_requests, memory_order_relaxed);
+	out->replies = atomic_load_explicit(&srv->st_replies, memory_order_relaxed);
+	out->dropped_replies = atomic_load_explicit(&srv->st_dropped, memory_order_relaxed);
+	out->rejected = atomic_load_explicit(&srv->st_rejected, memory_order_relaxed);
+}
+
+/* ---- request accessors ---- */
+
+const char *http_request_method(const struct http_request *req)
+{
+	return req->method;
+}
+
+const char *http_request_path(const struct http_request *req)
+{
+	return req->path;
+}
+
+const char *http_request_query(const struct http_request *req, const char *key)
+{
+	for (size_t i = 0; i < req->nquery; i++) {
+		if (strcmp(req->query[i].key, key) == 0)
+			return req->query[i].value;
+	}
+	return NULL;
+}
+
+size_t http_request_query_all(const struct http_request *req, const char *key,
+			      const char **out, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < req->nquery; i++) {
+		if (strcmp(req->query[i].key, key) != 0)
+			continue;
+		if (n < max)
+			out[n] = req->query[i].value;
+		n++;
+	}
+	return n;
+}
+
+bool http_request_query_unknown(const struct http_request *req,
+				const char *const *allowed, const char **unknown)
+{
+	for (size_t i = 0; i < req->nquery; i++) {
+		bool known = false;
+		for (size_t k = 0; allowed && allowed[k]; k++) {
+			if (strcmp(req->query[i].key, allowed[k]) == 0) {
+				known = true;
+				break;
+			}
+		}
+		if (!known) {
+			if (unknown)
+				*unknown = req->query[i].key;
+			return true;
+		}
+	}
+	return false;
+}
+
+const char *http_request_header(const struct http_request *req, const char *name)
+{
+	for (int i = 0; i < HDR_COUNT; i++) {
+		if (strcasecmp(name, hdr_names[i]) == 0)
+			return req->hdr[i];
+	}
+	return NULL;
+}
+
+const char *http_request_body(const struct http_request *req, size_t *len)
+{
+	if (len)
+		*len = req->body.len;
+	return req->body.data ? req->body.data : "";
+}
+
+const char *http_request_id(const struct http_request *req)
+{
+	return req->id;
+}
+
+const char *http_request_peer(const struct http_request *req)
+{
+	return req->peer;
+}
+
+int64_t http_request_start_ms(const struct http_request *req)
+{
+	return req->start_ms;
+}
+
+/* ---- replies ---- */
+
+void http_reply_json(struct http_request *req, int status, cJSON *body,
+		     const struct http_header *extra, size_t nextra)
+{
+	bool orphan = false;
+	if (!reply_begin(req, &orphan)) {
+		cJSON_Delete(body);
+		return;
+	}
+	if (orphan) {
+		cJSON_Delete(body);
+		drop_reply(req);
+		return;
+	}
+	int rc = build_json(req, status, body, extra, nextra);
+	cJSON_Delete(body);
+	if (rc) {
+		reply_failed(req, rc);
+		return;
+	}
+	reply_submit(req);
+}
+
+void http_reply_error(struct http_request *req, int status, const char *code,
+		      const struct http_header *extra, size_t nextra,
+		      const char *fmt, ...)
+{
+	bool orphan = false;
+	if (!reply_begin(req, &orphan))
+		return;
+	if (orphan) {
+		drop_reply(req);
+		return;
+	}
+	char msg[512] = "";
+	if (fmt) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			msg[0] = '\0';
+	}
+	int rc = build_error(req, status, code, extra, nextra, msg);
+	if (rc) {
+		reply_failed(req, rc);
+		return;
+	}
+	reply_submit(req);
+}
+
+void http_reply_empty(struct http_request *req, int status,
+		      const struct http_header *extra, size_t nextra)
+{
+	bool orphan = false;
+	if (!reply_begin(req, &orphan))
+		return;
+	if (orphan) {
+		drop_reply(req);
+		return;
+	}
+	int rc = build_json(req, status, NULL, extra, nextra);
+	if (rc) {
+		reply_failed(req, rc);
+		return;
+	}
+	reply_submit(req);
+}

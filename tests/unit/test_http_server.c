@@ -1,0 +1,1566 @@
+/*
+ * Tests for api/http_server.c: a real server on 127.0.0.1 (port 0) whose loop
+ * runs in a thread, driven by libcurl and, where curl would be too polite,
+ * by raw sockets in the same process. Covers round trips, keep-alive, request
+ * ids, body limits (Content-Length and chunked), query decoding, the error
+ * shape, what libwebsockets itself rejects, async replies, clients that leave
+ * before their reply, concurrency, timeouts, stop, and TLS.
+ */
+#include "http_server.h"
+#include "log.h"
+#include "util.h"
+#include "test.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- the handler under test ---- */
+
+static atomic_int handler_calls;
+
+struct async_job {
+	struct http_request *req;
+	int delay_ms;
+};
+
+static pthread_mutex_t async_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t async_threads[2048];
+static size_t n_async;
+
+static cJSON *echo_json(struct http_request *req)
+{
+	static const char *const keys[] = {
+		"a", "b", "c", "e_q", "n", "p", "x y", "empty", "t", "i", NULL,
+	};
+	static const char *const allowed[] = { "a", "b", NULL };
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "method", http_request_method(req));
+	cJSON_AddStringToObject(o, "path", http_request_path(req));
+	size_t blen;
+	const char *body = http_request_body(req, &blen);
+	cJSON_AddStringToObject(o, "body", body);
+	cJSON_AddNumberToObject(o, "body_len", (double)blen);
+	cJSON_AddStringToObject(o, "id", http_request_id(req));
+	cJSON_AddStringToObject(o, "peer", http_request_peer(req));
+	cJSON *q = cJSON_AddObjectToObject(o, "query");
+	for (size_t k = 0; keys[k]; k++) {
+		const char *vals[8];
+		size_t n = http_request_query_all(req, keys[k], vals, 8);
+		if (!n)
+			continue;
+		cJSON *arr = cJSON_AddArrayToObject(q, keys[k]);
+		for (size_t i = 0; i < n && i < 8; i++)
+			cJSON_AddItemToArray(arr, cJSON_CreateString(vals[i]));
+		if (strcmp(http_request_query(req, keys[k]), vals[0]) != 0)
+			cJSON_AddBoolToObject(o, "first_mismatch", 1);
+	}
+	const char *unknown = NULL;
+	if (http_request_query_unknown(req, allowed, &unknown))
+		cJSON_AddStringToObject(o, "unknown", unknown);
+	cJSON *h = cJSON_AddObjectToObject(o, "headers");
+	static const char *const hnames[] = {
+		"authorization", "content-type", "x-request-id", "x-forwarded-for",
+		"accept", "origin", "user-agent", NULL,
+	};
+	for (size_t k = 0; hnames[k]; k++) {
+		const char *v = http_request_header(req, hnames[k]);
+		if (v)
+			cJSON_AddStringToObject(h, hnames[k], v);
+	}
+	/* case-insensitive lookup */
+	if (http_request_header(req, "Content-Type") != http_request_header(req, "content-type"))
+		cJSON_AddBoolToObject(o, "case_mismatch", 1);
+	cJSON_AddNumberToObject(o, "age_ms", (double)(now_ms() - http_request_start_ms(req)));
+	return o;
+}
+
+static void *async_main(void *arg)
+{
+	struct async_job *job = arg;
+	if (job->delay_ms)
+		usleep((useconds_t)job->delay_ms * 1000);
+	http_reply_json(job->req, 200, echo_json(job->req), NULL, 0);
+	free(job);
+	return NULL;
+}
+
+static void async_start(struct http_request *req, int delay_ms)
+{
+	struct async_job *job = malloc(sizeof(*job));
+	job->req = req;
+	job->delay_ms = delay_ms;
+	pthread_mutex_lock(&async_mu);
+	if (n_async == ARRAY_SIZE(async_threads) ||
+	    pthread_create(&async_threads[n_async], NULL, async_main, job) != 0) {
+		pthread_mutex_unlock(&async_mu);
+		free(job);
+		http_reply_error(req, 500, "internal", NULL, 0, "no thread");
+		return;
+	}
+	n_async++;
+	pthread_mutex_unlock(&async_mu);
+}
+
+static void async_join_all(void)
+{
+	pthread_mutex_lock(&async_mu);
+	for (size_t i = 0; i < n_async; i++)
+		pthread_join(async_threads[i], NULL);
+	n_async = 0;
+	pthread_mutex_unlock(&async_mu);
+}
+
+static void handler(void *ud, struct http_request *req)
+{
+	(void)ud;
+	atomic_fetch_add(&handler_calls, 1);
+	const char *path = http_request_path(req);
+	const char *q;
+	if (strcmp(path, "/echo") == 0) {
+		http_reply_json(req, 200, echo_json(req), NULL, 0);
+	} else if (strcmp(path, "/async") == 0) {
+		q = http_request_query(req, "delay_ms");
+		async_start(req, q ? atoi(q) : 0);
+	} else if (strcmp(path, "/big") == 0) {
+		q = http_request_query(req, "n");
+		size_t n = q ? (size_t)atol(q) : 0;
+		char *s = malloc(n + 1);
+		memset(s, 'x', n);
+		s[n] = '\0';
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "data", s);
+		free(s);
+		http_reply_json(req, 200, o, NULL, 0);
+	} else if (strcmp(path, "/empty") == 0) {
+		http_reply_empty(req, 204, NULL, 0);
+	} else if (strcmp(path, "/created") == 0) {
+		const struct http_header extra[] = {
+			{ "Location", "/v1/sandboxes/abc" },
+			{ "X-Evil", "a\r\nSet-Cookie: x=1" },  /* header injection: dropped */
+			{ "Content-Length", "999" },           /* reserved: dropped */
+			{ "Bad Name", "v" },                   /* not a token: dropped */
+			{ "Retry-After", "5" },
+		};
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "id", "abc");
+		http_reply_json(req, 201, o, extra, ARRAY_SIZE(extra));
+	} else if (strcmp(path, "/error") == 0) {
+		http_reply_error(req, 404, "not_found", NULL, 0, "no sandbox \"%s\"", "a\"b\\c\n");
+	} else if (strcmp(path, "/badutf8") == 0) {
+		http_reply_error(req, 400, "bad_input", NULL, 0, "x\xff y \xc3\xa9 \xed\xa0\x80 z\xe2\x82");
+	} else if (strcmp(path, "/allow") == 0) {
+		const struct http_header allow = { "Allow", "GET, DELETE" };
+		http_reply_error(req, 405, "method_not_allowed", &allow, 1, "use GET or DELETE");
+	} else if (strcmp(path, "/twice") == 0) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "n", "first");
+		http_reply_json(req, 200, o, NULL, 0);
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "n", "second");
+		http_reply_json(req, 200, o, NULL, 0); /* logged and ignored */
+	} else if (strcmp(path, "/nobody") == 0) {
+		http_reply_json(req, 200, NULL, NULL, 0);
+	} else {
+		http_reply_error(req, 404, "not_found", NULL, 0, "no route for %s", path);
+	}
+}
+
+/* ---- a server in a thread ---- */
+
+struct tserver {
+	struct http_server *srv;
+	pthread_t th;
+	volatile int stop;
+	int port;
+	int run_rc;
+	atomic_bool done;
+	char base[64];
+};
+
+static void *server_main(void *arg)
+{
+	struct tserver *ts = arg;
+	ts->run_rc = http_server_run(ts->srv, &ts->stop);
+	atomic_store(&ts->done, true);
+	return NULL;
+}
+
+static bool server_start(struct tserver *ts, const struct http_server_opts *o)
+{
+	char err[256] = "";
+	memset(ts, 0, sizeof(*ts));
+	ts->srv = http_server_new(o, handler, NULL, err, sizeof(err));
+	if (!ts->srv) {
+		fprintf(stderr, "http_server_new: %s\n", err);
+		return false;
+	}
+	ts->port = http_server_port(ts->srv);
+	snprintf(ts->base, sizeof(ts->base), "%s://127.0.0.1:%d",
+		 o->tls_cert_file ? "https" : "http", ts->port);
+	pthread_create(&ts->th, NULL, server_main, ts);
+	return true;
+}
+
+/* Stop, wait for run() to return; ms it took. */
+static int64_t server_stop(struct tserver *ts)
+{
+	int64_t t0 = now_ms();
+	ts->stop = 1;
+	http_server_wake(ts->srv);
+	pthread_join(ts->th, NULL);
+	return now_ms() - t0;
+}
+
+static void server_free(struct tserver *ts)
+{
+	async_join_all(); /* every request handed out has had its reply call */
+	http_server_free(ts->srv);
+	ts->srv = NULL;
+}
+
+static struct http_server_opts default_opts(void)
+{
+	struct http_server_opts o = {
+		.bind_address = "127.0.0.1",
+		.port = 0,
+		.max_body = 1024,
+		.request_timeout_s = 1,
+		.idle_timeout_s = 2,
+	};
+	return o;
+}
+
+/* Stats once the previous test's last replies have been counted. */
+static struct http_server_stats stats_settled(struct tserver *ts)
+{
+	usleep(100 * 1000);
+	struct http_server_stats s;
+	http_server_get_stats(ts->srv, &s);
+	return s;
+}
+
+static struct http_server_stats stats(struct tserver *ts)
+{
+	struct http_server_stats s;
+	http_server_get_stats(ts->srv, &s);
+	return s;
+}
+
+/*
+ * Stats after the replies counted in before + want have been written: the
+ * counter moves just after the last byte leaves, which the client may see
+ * first.
+ */
+static struct http_server_stats stats_after(struct tserver *ts,
+					    const struct http_server_stats *before,
+					    uint64_t want_replies)
+{
+	struct http_server_stats s = stats(ts);
+	for (int i = 0; i < 100 && s.replies - before->replies < want_replies; i++) {
+		usleep(10 * 1000);
+		s = stats(ts);
+	}
+	return s;
+}
+
+/* ---- curl client ---- */
+
+struct resp {
+	long status;
+	char body[1 << 16];
+	size_t body_len;
+	char *big;        /* bodies past sizeof(body) */
+	size_t big_len;
+	char headers[8192];
+	size_t headers_len;
+	long connects;
+	double total_s;
+	CURLcode rc;
+};
+
+static size_t on_body_data(char *p, size_t sz, size_t n, void *ud)
+{
+	struct resp *r = ud;
+	size_t len = sz * n;
+	if (r->big || r->body_len + len >= sizeof(r->body)) {
+		if (!r->big) {
+			r->big = malloc(r->body_len);
+			memcpy(r->big, r->body, r->body_len);
+			r->big_len = r->body_len;
+		}
+		r->big = realloc(r->big, r->big_len + len);
+		memcpy(r->big + r->big_len, p, len);
+		r->big_len += len;
+		return len;
+	}
+	memcpy(r->body + r->body_len, p, len);
+	r->body_len += len;
+	r->body[r->body_len] = '\0';
+	return len;
+}
+
+static size_t on_header_data(char *p, size_t sz, size_t n, void *ud)
+{
+	struct resp *r = ud;
+	size_t len = sz * n;
+	if (strncmp(p, "HTTP/", 5) == 0 && strncmp(p, "HTTP/1.1 100", 12) != 0)
+		r->headers_len = 0; /* a new response (after a 100) */
+	if (r->headers_len + len < sizeof(r->headers)) {
+		memcpy(r->headers + r->headers_len, p, len);
+		r->headers_len += len;
+		r->headers[r->headers_len] = '\0';
+	}
+	return len;
+}
+
+/* Value of a response header (case-insensitive name), in out; NULL if absent. */
+static const char *hdr(const struct resp *r, const char *name, char *out, size_t cap)
+{
+	size_t nl = strlen(name);
+	const char *p = r->headers;
+	while (p && *p) {
+		const char *eol = strstr(p, "\r\n");
+		if (!eol)
+			break;
+		if ((size_t)(eol - p) > nl && strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+			const char *v = p + nl + 1;
+			while (*v == ' ')
+				v++;
+			size_t vl = (size_t)(eol - v);
+			if (vl >= cap)
+				vl = cap - 1;
+			memcpy(out, v, vl);
+			out[vl] = '\0';
+			return out;
+		}
+		p = eol + 2;
+	}
+	return NULL;
+}
+
+static CURL *client_new(void)
+{
+	CURL *h = curl_easy_init();
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 10000L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+	return h;
+}
+
+/* One request; body NULL for none. Headers like "X-Request-Id: a". */
+static void req_do(CURL *h, const char *method, const char *url, const char *body,
+		   const char *const *headers, struct resp *r)
+{
+	memset(r, 0, offsetof(struct resp, body) + 1);
+	r->body_len = r->headers_len = 0;
+	r->big = NULL;
+	r->big_len = 0;
+	r->headers[0] = '\0';
+	struct curl_slist *sl = NULL;
+	for (size_t i = 0; headers && headers[i]; i++)
+		sl = curl_slist_append(sl, headers[i]);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body_data);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header_data);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
+	if (body) {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	} else {
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+	}
+	/* after HTTPGET, which resets it */
+	curl_easy_setopt(h, CURLOPT_NOBODY, strcmp(method, "HEAD") == 0 ? 1L : 0L);
+	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST,
+			 strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0 ? NULL : method);
+	r->rc = curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+	curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &r->connects);
+	curl_easy_getinfo(h, CURLINFO_TOTAL_TIME, &r->total_s);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(sl);
+}
+
+static void resp_release(struct resp *r)
+{
+	free(r->big);
+	r->big = NULL;
+}
+
+static cJSON *resp_json(const struct resp *r)
+{
+	return cJSON_ParseWithLength(r->big ? r->big : r->body, r->big ? r->big_len : r->body_len);
+}
+
+static const char *jstr(const cJSON *o, const char *path)
+{
+	/* "a.b" */
+	char tmp[128];
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	const cJSON *cur = o;
+	for (char *save = NULL, *k = strtok_r(tmp, ".", &save); k && cur;
+	     k = strtok_r(NULL, ".", &save))
+		cur = cJSON_GetObjectItemCaseSensitive(cur, k);
+	return cJSON_IsString(cur) ? cur->valuestring : NULL;
+}
+
+/* The values of query key k as "v1|v2|..." */
+static void jquery(const cJSON *o, const char *k, char *out, size_t cap)
+{
+	out[0] = '\0';
+	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "query"), k);
+	const cJSON *it;
+	size_t len = 0;
+	cJSON_ArrayForEach(it, arr) {
+		len += (size_t)snprintf(out + len, cap - len, "%s%s", len ? "|" : "", it->valuestring);
+	}
+}
+
+/* ---- raw sockets ---- */
+
+static int raw_connect(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+		close(fd);
+		return -1;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+static void raw_send(int fd, const char *s, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+		if (w <= 0)
+			return;
+		s += w;
+		n -= (size_t)w;
+	}
+}
+
+/*
+ * Read until EOF or until timeout_ms passes with nothing new (idle_ms
+ * after the first bytes when idle_ms > 0). Returns bytes read; *eof tells
+ * whether the peer closed (or reset) the connection.
+ */
+static size_t raw_read(int fd, char *buf, size_t cap, int timeout_ms, int idle_ms, bool *eof)
+{
+	size_t len = 0;
+	*eof = false;
+	int64_t end = now_ms() + timeout_ms;
+	for (;;) {
+		int64_t left = end - now_ms();
+		if (idle_ms > 0 && len > 0 && left > idle_ms)
+			left = idle_ms;
+		if (left <= 0)
+			break;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, (int)left) <= 0)
+			break;
+		ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
+		if (r <= 0) {
+			*eof = true;
+			break;
+		}
+		len += (size_t)r;
+		if (len == cap - 1)
+			break;
+	}
+	buf[len] = '\0';
+	return len;
+}
+
+/* Send a raw request on a fresh connection; read what comes back. */
+static size_t raw_exchange(int port, const char *req, size_t reqlen, char *out,
+			   size_t cap, int timeout_ms, bool *eof)
+{
+	int fd = raw_connect(port);
+	if (fd < 0) {
+		out[0] = '\0';
+		*eof = true;
+		return 0;
+	}
+	raw_send(fd, req, reqlen);
+	size_t n = raw_read(fd, out, cap, timeout_ms, 300, eof);
+	close(fd);
+	return n;
+}
+
+/* ms until the peer closes, or -1 after timeout_ms. Discards data. */
+static int64_t raw_ms_to_eof(int fd, int timeout_ms)
+{
+	int64_t t0 = now_ms();
+	char b[4096];
+	for (;;) {
+		int64_t left = t0 + timeout_ms - now_ms();
+		if (left <= 0)
+			return -1;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, (int)left) <= 0)
+			return -1;
+		if (recv(fd, b, sizeof(b), 0) <= 0)
+			return now_ms() - t0;
+	}
+}
+
+/* ---- tests ---- */
+
+static struct tserver S; /* the shared server for most tests */
+
+static void test_round_trip(void)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[256], v[256];
+	snprintf(url, sizeof(url), "%s/echo?a=1", S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	REQUIRE(r.rc == CURLE_OK);
+	CHECK_INT(r.status, 200);
+	cJSON *o = resp_json(&r);
+	REQUIRE(o != NULL);
+	CHECK_STR(jstr(o, "method"), "GET");
+	CHECK_STR(jstr(o, "path"), "/echo");
+	CHECK_STR(jstr(o, "body"), "");
+	CHECK_STR(jstr(o, "peer"), "127.0.0.1");
+	CHECK(cJSON_GetObjectItem(o, "case_mismatch") == NULL);
+	CHECK_STR(hdr(&r, "Content-Type", v, sizeof(v)), "application/json");
+	CHECK_STR(hdr(&r, "Cache-Control", v, sizeof(v)), "no-store");
+	CHECK_STR(hdr(&r, "X-Content-Type-Options", v, sizeof(v)), "nosniff");
+	CHECK(hdr(&r, "Connection", v, sizeof(v)) == NULL);
+	CHECK(hdr(&r, "Content-Length", v, sizeof(v)) != NULL);
+	CHECK_INT(atol(v), r.body_len);
+	CHECK_STR(hdr(&r, "X-Request-Id", v, sizeof(v)), jstr(o, "id"));
+	cJSON_Delete(o);
+
+	/* POST with a JSON body: echoed back, with the captured headers */
+	snprintf(url, sizeof(url), "%s/echo", S.base);
+	const char *const hs[] = {
+		"Content-Type: application/json", "Authorization: Bearer t0k3n",
+		"Accept: application/json", "Origin: https://example.test",
+		"X-Forwarded-For: 10.0.0.1, 10.0.0.2", NULL,
+	};
+	req_do(h, "POST", url, "{\"k\":\"v\",\"n\":[1,2,3]}", hs, &r);
+	CHECK_INT(r.status, 200);
+	o = resp_json(&r);
+	REQUIRE(o != NULL);
+	CHECK_STR(jstr(o, "method"), "POST");
+	CHECK_STR(jstr(o, "body"), "{\"k\":\"v\",\"n\":[1,2,3]}");
+	CHECK_STR(jstr(o, "headers.content-type"), "application/json");
+	CHECK_STR(jstr(o, "headers.authorization"), "Bearer t0k3n");
+	CHECK_STR(jstr(o, "headers.accept"), "application/json");
+	CHECK_STR(jstr(o, "headers.origin"), "https://example.test");
+	CHECK_STR(jstr(o, "headers.x-forwarded-for"), "10.0.0.1, 10.0.0.2");
+	CHECK(jstr(o, "headers.x-request-id") == NULL);
+	CHECK(jstr(o, "headers.user-agent") == NULL); /* not captured */
+	cJSON_Delete(o);
+
+	/* PUT, PATCH, DELETE, OPTIONS reach the handler with their names */
+	static const char *const methods[] = { "PUT", "PATCH", "DELETE", "OPTIONS" };
+	for (size_t i = 0; i < ARRAY_SIZE(methods); i++) {
+		req_do(h, methods[i], url, i < 2 ? "{}" : NULL, NULL, &r);
+		CHECK_INT(r.status, 200);
+		o = resp_json(&r);
+		CHECK_STR(o ? jstr(o, "method") : NULL, methods[i]);
+		cJSON_Delete(o);
+	}
+
+	/* HEAD: the GET reply's headers, no body */
+	req_do(h, "HEAD", url, NULL, NULL, &r);
+	CHECK_INT(r.rc, CURLE_OK);
+	CHECK_INT(r.status, 200);
+	CHECK_INT(r.body_len, 0);
+	CHECK(hdr(&r, "Content-Length", v, sizeof(v)) && atol(v) > 50);
+
+	/* 204: no body and no Content-Length */
+	snprintf(url, sizeof(url), "%s/empty", S.base);
+	req_do(h, "DELETE", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 204);
+	CHECK_INT(r.body_len, 0);
+	CHECK(hdr(&r, "Content-Length", v, sizeof(v)) == NULL);
+	CHECK(hdr(&r, "X-Request-Id", v, sizeof(v)) != NULL);
+
+	/* 200 without a body */
+	snprintf(url, sizeof(url), "%s/nobody", S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+	CHECK_STR(hdr(&r, "Content-Length", v, sizeof(v)), "0");
+	CHECK(hdr(&r, "Content-Type", v, sizeof(v)) == NULL);
+
+	/* extra headers: good ones sent, bad and reserved ones dropped */
+	snprintf(url, sizeof(url), "%s/created", S.base);
+	req_do(h, "POST", url, "{}", NULL, &r);
+	CHECK_INT(r.status, 201);
+	CHECK_STR(hdr(&r, "Location", v, sizeof(v)), "/v1/sandboxes/abc");
+	CHECK_STR(hdr(&r, "Retry-After", v, sizeof(v)), "5");
+	CHECK(hdr(&r, "X-Evil", v, sizeof(v)) == NULL);
+	CHECK(hdr(&r, "Set-Cookie", v, sizeof(v)) == NULL);
+	CHECK(strstr(r.headers, "999") == NULL);
+	CHECK_STR(hdr(&r, "Content-Length", v, sizeof(v)), "12"); /* {"id":"abc"} */
+	CHECK_STR(r.body, "{\"id\":\"abc\"}");
+
+	/* all of the above on one connection */
+	long connects = 0;
+	curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &connects);
+	CHECK_INT(connects, 0);
+	curl_easy_cleanup(h);
+}
+
+static void test_keepalive(void)
+{
+	struct http_server_stats before = stats_settled(&S);
+	CURL *h = client_new();
+	struct resp r;
+	char url[256];
+	long total_connects = 0;
+	int ok = 0;
+	for (int i = 0; i < 100; i++) {
+		snprintf(url, sizeof(url), "%s/echo?i=%d", S.base, i);
+		req_do(h, "GET", url, NULL, NULL, &r);
+		total_connects += r.connects;
+		ok += r.status == 200;
+	}
+	curl_easy_cleanup(h);
+	CHECK_INT(ok, 100);
+	CHECK_INT(total_connects, 1);
+	struct http_server_stats after = stats_after(&S, &before, 100);
+	CHECK_INT(after.connections - before.connections, 1);
+	CHECK_INT(after.requests - before.requests, 100);
+	CHECK_INT(after.replies - before.replies, 100);
+}
+
+static void test_request_ids(void)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[256], v[256], line[160];
+	snprintf(url, sizeof(url), "%s/echo", S.base);
+
+	char id64[65];
+	memset(id64, 'a', 64);
+	id64[64] = '\0';
+	static const char *const good[] = { "abc-DEF_1.2", "x", "0123456789", NULL };
+	for (size_t i = 0; good[i] || i == 3; i++) {
+		const char *id = good[i] ? good[i] : id64;
+		snprintf(line, sizeof(line), "X-Request-Id: %s", id);
+		const char *const hs[] = { line, NULL };
+		req_do(h, "GET", url, NULL, hs, &r);
+		CHECK_STR(hdr(&r, "X-Request-Id", v, sizeof(v)), id);
+		cJSON *o = resp_json(&r);
+		CHECK_STR(o ? jstr(o, "id") : NULL, id);
+		CHECK_STR(o ? jstr(o, "headers.x-request-id") : NULL, id);
+		cJSON_Delete(o);
+		if (!good[i])
+			break;
+	}
+
+	char id65[66];
+	memset(id65, 'b', 65);
+	id65[65] = '\0';
+	static const char *const bad[] = {
+		"has space", "a/b", "semi;colon", "quote\"", "\xc3\xa9", "a:b", "{}", NULL,
+	};
+	for (size_t i = 0; bad[i] || i == 7; i++) {
+		const char *id = bad[i] ? bad[i] : id65;
+		snprintf(line, sizeof(line), "X-Request-Id: %s", id);
+		const char *const hs[] = { line, NULL };
+		req_do(h, "GET", url, NULL, hs, &r);
+		const char *got = hdr(&r, "X-Request-Id", v, sizeof(v));
+		CHECK(got && strcmp(got, id) != 0);
+		CHECK(got && strlen(got) == 32 && strspn(got, "0123456789abcdef") == 32);
+		cJSON *o = resp_json(&r);
+		CHECK_STR(o ? jstr(o, "id") : NULL, got);
+		/* the raw header is still visible to the handler */
+		CHECK_STR(o ? jstr(o, "headers.x-request-id") : NULL, id);
+		cJSON_Delete(o);
+		if (!bad[i])
+			break;
+	}
+	/* an empty header ("X-Request-Id;" makes curl send it empty) */
+	const char *const empty[] = { "X-Request-Id;", NULL };
+	req_do(h, "GET", url, NULL, empty, &r);
+	CHECK(hdr(&r, "X-Request-Id", v, sizeof(v)) && strlen(v) == 32);
+
+	/* generated ids are unique */
+	enum { N = 200 };
+	static char ids[N][40];
+	for (int i = 0; i < N; i++) {
+		req_do(h, "GET", url, NULL, NULL, &r);
+		snprintf(ids[i], sizeof(ids[i]), "%s", hdr(&r, "X-Request-Id", v, sizeof(v)) ? v : "");
+	}
+	int dups = 0;
+	for (int i = 0; i < N; i++)
+		for (int j = i + 1; j < N; j++)
+			dups += strcmp(ids[i], ids[j]) == 0;
+	CHECK_INT(dups, 0);
+	CHECK_INT(strlen(ids[N - 1]), 32);
+
+	/* error replies carry it too, in the body as well */
+	snprintf(url, sizeof(url), "%s/error", S.base);
+	const char *const hs[] = { "X-Request-Id: err-1", NULL };
+	req_do(h, "GET", url, NULL, hs, &r);
+	CHECK_STR(hdr(&r, "X-Request-Id", v, sizeof(v)), "err-1");
+	cJSON *o = resp_json(&r);
+	CHECK_STR(o ? jstr(o, "error.request_id") : NULL, "err-1");
+	cJSON_Delete(o);
+	curl_easy_cleanup(h);
+}
+
+static void test_error_shape(void)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[256], v[256], want[512];
+	snprintf(url, sizeof(url), "%s/error", S.base);
+	const char *const hs[] = { "X-Request-Id: shape-1", NULL };
+	req_do(h, "GET", url, NULL, hs, &r);
+	CHECK_INT(r.status, 404);
+	CHECK_STR(hdr(&r, "Content-Type", v, sizeof(v)), "application/json");
+	snprintf(want, sizeof(want), "{\"error\":{\"code\":\"not_found\",\"message\":"
+		 "\"no sandbox \\\"a\\\"b\\\\c\\n\\\"\",\"request_id\":\"shape-1\"}}");
+	CHECK_STR(r.body, want);
+	cJSON *o = resp_json(&r);
+	CHECK(o != NULL);
+	CHECK_STR(o ? jstr(o, "error.message") : NULL, "no sandbox \"a\"b\\c\n\"");
+	cJSON_Delete(o);
+
+	/* invalid UTF-8 in a message (client input, say) never breaks the JSON */
+	snprintf(url, sizeof(url), "%s/badutf8", S.base);
+	req_do(h, "GET", url, NULL, hs, &r);
+	CHECK_INT(r.status, 400);
+	CHECK_STR(r.body, "{\"error\":{\"code\":\"bad_input\",\"message\":"
+		  "\"x\xef\xbf\xbd y \xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd z\xef\xbf\xbd\xef\xbf\xbd\","
+		  "\"request_id\":\"shape-1\"}}");
+	o = resp_json(&r);
+	CHECK(o != NULL);
+	cJSON_Delete(o);
+
+	/* with an extra header */
+	snprintf(url, sizeof(url), "%s/allow", S.base);
+	req_do(h, "DELETE", url, NULL, hs, &r);
+	CHECK_INT(r.status, 405);
+	CHECK_STR(hdr(&r, "Allow", v, sizeof(v)), "GET, DELETE");
+	CHECK_STR(r.body, "{\"error\":{\"code\":\"method_not_allowed\",\"message\":"
+		  "\"use GET or DELETE\",\"request_id\":\"shape-1\"}}");
+	curl_easy_cleanup(h);
+}
+
+static void test_query(void)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[512], v[256];
+	snprintf(url, sizeof(url),
+		 "%s/echo?a=1&a=2&b=x%%26y&c=%%E2%%82%%AC&e%%3Dq=1&n&p=a+b&empty=&&x%%20y=z&a=3;t=semi",
+		 S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+	cJSON *o = resp_json(&r);
+	REQUIRE(o != NULL);
+	jquery(o, "a", v, sizeof(v));
+	CHECK_STR(v, "1|2|3");               /* repeated keys kept in order */
+	jquery(o, "b", v, sizeof(v));
+	CHECK_STR(v, "x&y");                 /* %26 is data, not a separator */
+	jquery(o, "c", v, sizeof(v));
+	CHECK_STR(v, "\xe2\x82\xac");        /* UTF-8 decoded */
+	jquery(o, "e_q", v, sizeof(v));
+	CHECK_STR(v, "1");                   /* lws: an encoded '=' in a key becomes '_' */
+	jquery(o, "n", v, sizeof(v));
+	CHECK_STR(v, "");                    /* key without '=' */
+	CHECK(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "query"), "n") != NULL);
+	jquery(o, "p", v, sizeof(v));
+	CHECK_STR(v, "a b");                 /* '+' is a space */
+	jquery(o, "empty", v, sizeof(v));
+	CHECK_STR(v, "");
+	jquery(o, "x y", v, sizeof(v));
+	CHECK_STR(v, "z");
+	jquery(o, "t", v, sizeof(v));
+	CHECK_STR(v, "semi");                /* lws also splits on ';' */
+	CHECK(cJSON_GetObjectItem(o, "first_mismatch") == NULL);
+	CHECK_STR(jstr(o, "unknown"), "c");  /* first key not in {a, b} */
+	CHECK_STR(jstr(o, "path"), "/echo");
+	cJSON_Delete(o);
+
+	/* no query at all: nothing unknown */
+	snprintf(url, sizeof(url), "%s/echo", S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	o = resp_json(&r);
+	CHECK(o && jstr(o, "unknown") == NULL);
+	cJSON_Delete(o);
+
+	/* the path is decoded too (and lws resolves dot segments first) */
+	snprintf(url, sizeof(url), "%s/ec%%68o", S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+	o = resp_json(&r);
+	CHECK_STR(o ? jstr(o, "path") : NULL, "/echo");
+	cJSON_Delete(o);
+
+	/* 64 parameters are fine, 65 are not */
+	for (int n = 64; n <= 65; n++) {
+		size_t len = (size_t)snprintf(url, sizeof(url), "%s/echo?", S.base);
+		for (int i = 0; i < n; i++)
+			len += (size_t)snprintf(url + len, sizeof(url) - len, "%sk%d", i ? "&" : "", i);
+		req_do(h, "GET", url, NULL, NULL, &r);
+		CHECK_INT(r.status, n == 64 ? 200 : 400);
+		if (n == 65) {
+			o = resp_json(&r);
+			CHECK_STR(o ? jstr(o, "error.code") : NULL, "bad_query");
+			cJSON_Delete(o);
+		}
+	}
+	curl_easy_cleanup(h);
+}
+
+static size_t read_cb(char *dst, size_t sz, size_t n, void *ud)
+{
+	size_t *left = ud;
+	size_t k = sz * n < *left ? sz * n : *left;
+	if (k > 700)
+		k = 700; /* several chunks */
+	memset(dst, 'q', k);
+	*left -= k;
+	return k;
+}
+
+static void test_body_limit(void)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[256], v[256];
+	snprintf(url, sizeof(url), "%s/echo", S.base);
+	char body[2048];
+
+	/* exactly max_body (1024): accepted */
+	memset(body, 'z', 1024);
+	body[1024] = '\0';
+	req_do(h, "POST", url, body, NULL, &r);
+	CHECK_INT(r.status, 200);
+	cJSON *o = resp_json(&r);
+	CHECK(o && cJSON_GetObjectItem(o, "body_len")->valueint == 1024);
+	cJSON_Delete(o);
+
+	/* one more: 413 before the body is read, and the connection is closed */
+	struct http_server_stats before = stats_settled(&S);
+	body[1024] = 'z';
+	body[1025] = '\0';
+	const char *const hs[] = { "X-Request-Id: big-1", "Expect:", NULL };
+	req_do(h, "POST", url, body, hs, &r);
+	CHECK_INT(r.status, 413);
+	CHECK_STR(hdr(&r, "Connection", v, sizeof(v)), "close");
+	CHECK_STR(r.body, "{\"error\":{\"code\":\"body_too_large\",\"message\":"
+		  "\"request body of 1025 bytes is over the limit of 1024\","
+		  "\"request_id\":\"big-1\"}}");
+	struct http_server_stats after = stats(&S);
+	CHECK_INT(after.requests - before.requests, 0);
+	CHECK_INT(after.rejected - before.rejected, 1);
+	/* the next request needs (and gets) a new connection */
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+	CHECK_INT(r.connects, 1);
+
+	/* with Expect: 100-continue the client never sends the body */
+	const char *const hs2[] = { "Expect: 100-continue", NULL };
+	memset(body, 'z', 2000);
+	body[2000] = '\0';
+	req_do(h, "POST", url, body, hs2, &r);
+	CHECK_INT(r.status, 413);
+
+	/* and within the limit the 100 comes at once (curl waits 1 s for it) */
+	body[1000] = '\0';
+	req_do(h, "POST", url, body, hs2, &r);
+	CHECK_INT(r.status, 200);
+	CHECK(r.total_s < 0.5);
+
+	/* chunked: decoded, within the limit */
+	size_t left = 1000;
+	struct curl_slist *sl = curl_slist_append(NULL, "Transfer-Encoding: chunked");
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_POST, 1L);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, NULL);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, -1L);
+	curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
+	curl_easy_setopt(h, CURLOPT_READDATA, &left);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);
+	memset(&r, 0, offsetof(struct resp, body) + 1);
+	r.body_len = r.headers_len = 0;
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &r);
+	CHECK_INT(curl_easy_perform(h), CURLE_OK);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+	CHECK_INT(r.status, 200);
+	o = resp_json(&r);
+	CHECK(o && cJSON_GetObjectItem(o, "body_len")->valueint == 1000);
+	CHECK(o && strspn(jstr(o, "body"), "q") == 1000);
+	cJSON_Delete(o);
+	CHECK_STR(hdr(&r, "Connection", v, sizeof(v)), "close"); /* after chunked */
+
+	/* chunked over the limit */
+	left = 3000;
+	memset(&r, 0, offsetof(struct resp, body) + 1);
+	r.body_len = r.headers_len = 0;
+	curl_easy_perform(h);
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+	CHECK_INT(r.status, 413);
+	o = resp_json(&r);
+	CHECK_STR(o ? jstr(o, "error.code") : NULL, "body_too_large");
+	cJSON_Delete(o);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(sl);
+	curl_easy_cleanup(h);
+}
+
+/* Status code of a raw response, 0 if none. */
+static int raw_status(const char *resp)
+{
+	return strncmp(resp, "HTTP/1.", 7) == 0 ? atoi(resp + 9) : 0;
+}
+
+static const char *raw_body(const char *resp)
+{
+	const char *p = strstr(resp, "\r\n\r\n");
+	return p ? p + 4 : "";
+}
+
+static void test_raw_rejections(void)
+{
+	char out[16384];
+	bool eof;
+	int before = atomic_load(&handler_calls);
+	struct {
+		const char *req;
+		int status;     /* 0: closed without a response */
+		const char *code; /* our error code, or NULL (lws's answer) */
+	} cases[] = {
+		/* lws: malformed escapes get its own 403 */
+		{ "GET /echo%zz HTTP/1.1\r\nHost: x\r\n\r\n", 403, NULL },
+		{ "GET /echo?a=%g1 HTTP/1.1\r\nHost: x\r\n\r\n", 403, NULL },
+		/* lws: NUL, raw or encoded, closes the connection */
+		{ "GET /echo%00x HTTP/1.1\r\nHost: x\r\n\r\n", 0, NULL },
+		/* lws: unknown methods */
+		{ "TRACE /echo HTTP/1.1\r\nHost: x\r\n\r\n", 403, NULL },
+		{ "BREW /echo HTTP/1.1\r\nHost: x\r\n\r\n", 403, NULL },
+		/* lws: upgrades are refused by closing */
+		{ "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+		  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", 0, NULL },
+		{ "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+		  "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", 0, NULL },
+		/* ours */
+		{ "CONNECT example.test:443 HTTP/1.1\r\nHost: x\r\n\r\n", 501, "not_implemented" },
+		{ "GET /echo%01 HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_path" },
+		{ "GET /echo%7f HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_path" },
+		{ "GET /echo?a=%1b HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_query" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n", 400, "bad_request" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, "bad_request" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", 400, "bad_request" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "bad_request" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501, "not_implemented" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 200-ok\r\n\r\nab", 417, "expectation_failed" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 400, "bad_request" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413, "body_too_large" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "bad_request" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n", 400, "bad_request" },
+		{ "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\n", 413, "body_too_large" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		raw_exchange(S.port, cases[i].req, strlen(cases[i].req), out, sizeof(out), 2000, &eof);
+		int st = raw_status(out);
+		if (st != cases[i].status || !eof) {
+			t_failed++;
+			fprintf(stderr, "raw case %zu: status %d eof %d, expected %d and a close: %.200s\n",
+				i, st, eof, cases[i].status, out);
+			continue;
+		}
+		t_passed++;
+		if (cases[i].code) {
+			cJSON *o = cJSON_Parse(raw_body(out));
+			CHECK_STR(o ? jstr(o, "error.code") : NULL, cases[i].code);
+			CHECK(o && jstr(o, "error.request_id") && strlen(jstr(o, "error.request_id")) == 32);
+			cJSON_Delete(o);
+			CHECK(strstr(out, "\r\nConnection: close\r\n") != NULL);
+			CHECK(strstr(out, "\r\nX-Request-Id: ") != NULL);
+		}
+		if (st == 403) /* lws's own page still carries our generic headers */
+			CHECK(strcasestr(out, "x-content-type-options: nosniff") != NULL);
+	}
+	CHECK_INT(atomic_load(&handler_calls) - before, 0);
+
+	/* a request head over the lws limit: closed without a response */
+	static char big[12000];
+	int n = snprintf(big, sizeof(big), "GET /echo HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+	memset(big + n, 'p', 9000);
+	memcpy(big + n + 9000, "\r\n\r\n", 5);
+	raw_exchange(S.port, big, strlen(big), out, sizeof(out), 2000, &eof);
+	CHECK_INT(raw_status(out), 0);
+	CHECK(eof);
+	/* a long but acceptable header (a 6 KB token) is fine */
+	n = snprintf(big, sizeof(big), "GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ");
+	memset(big + n, 't', 6000);
+	memcpy(big + n + 6000, "\r\n\r\n", 5);
+	raw_exchange(S.port, big, strlen(big), out, sizeof(out), 2000, &eof);
+	CHECK_INT(raw_status(out), 200);
+}
+
+static void test_raw_protocol(void)
+{
+	char out[16384];
+	bool eof;
+
+	/* pipelining: both answered, in order, on one connection */
+	const char *two = "GET /echo?i=1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: p1\r\n\r\n"
+			  "GET /echo?i=2 HTTP/1.1\r\nHost: x\r\nX-Request-Id: p2\r\n\r\n";
+	raw_exchange(S.port, two, strlen(two), out, sizeof(out), 2000, &eof);
+	const char *a = strstr(out, "X-Request-Id: p1"), *b = strstr(out, "X-Request-Id: p2");
+	CHECK(a && b && a < b);
+	CHECK(!eof);
+
+	/* pipelined behind an async reply */
+	const char *two_async = "GET /async?delay_ms=100 HTTP/1.1\r\nHost: x\r\nX-Request-Id: q1\r\n\r\n"
+				"GET /echo HTTP/1.1\r\nHost: x\r\nX-Request-Id: q2\r\n\r\n";
+	raw_exchange(S.port, two_async, strlen(two_async), out, sizeof(out), 2000, &eof);
+	a = strstr(out, "X-Request-Id: q1");
+	b = strstr(out, "X-Request-Id: q2");
+	CHECK(a && b && a < b);
+
+	/* a POST body followed by a pipelined GET */
+	const char *post_get = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+			       "GET /echo HTTP/1.1\r\nHost: x\r\nX-Request-Id: r2\r\n\r\n";
+	raw_exchange(S.port, post_get, strlen(post_get), out, sizeof(out), 2000, &eof);
+	CHECK(strstr(out, "\"body\":\"hello\"") != NULL);
+	CHECK(strstr(out, "X-Request-Id: r2") != NULL);
+
+	/* POST without a length: an empty body, then the connection closes */
+	const char *nolen = "POST /echo HTTP/1.1\r\nHost: x\r\n\r\n";
+	raw_exchange(S.port, nolen, strlen(nolen), out, sizeof(out), 2000, &eof);
+	CHECK_INT(raw_status(out), 200);
+	CHECK(strstr(out, "\"body_len\":0") != NULL);
+	CHECK(strstr(out, "Connection: close") != NULL);
+	CHECK(eof);
+
+	/* HTTP/1.0: answered, then closed */
+	const char *h10 = "GET /echo HTTP/1.0\r\n\r\n";
+	raw_exchange(S.port, h10, strlen(h10), out, sizeof(out), 2000, &eof);
+	CHECK_INT(raw_status(out), 200);
+	CHECK(strstr(out, "Connection: close") != NULL);
+	CHECK(eof);
+
+	/* Connection: close is honoured */
+	const char *cc = "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+	raw_exchange(S.port, cc, strlen(cc), out, sizeof(out), 2000, &eof);
+	CHECK_INT(raw_status(out), 200);
+	CHECK(eof);
+
+	/* chunked with extensions and trailers */
+	const char *ch = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+			 "3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n";
+	raw_exchange(S.port, ch, strlen(ch), out, sizeof(out), 2000, &eof);
+	CHECK_INT(raw_status(out), 200);
+	CHECK(strstr(out, "\"body\":\"abc0123456789\"") != NULL);
+	CHECK(eof);
+
+	/* the body of a request may arrive byte by byte */
+	int fd = raw_connect(S.port);
+	const char *slow = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nwxyz";
+	for (const char *p = slow; *p; p++) {
+		raw_send(fd, p, 1);
+		usleep(2000);
+	}
+	raw_read(fd, out, sizeof(out), 2000, 200, &eof);
+	CHECK(strstr(out, "\"body\":\"wxyz\"") != NULL);
+	close(fd);
+}
+
+static void test_async(void)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[256];
+	snprintf(url, sizeof(url), "%s/async?delay_ms=200", S.base);
+	int64_t t0 = now_ms();
+	req_do(h, "GET", url, NULL, NULL, &r);
+	int64_t dt = now_ms() - t0;
+	CHECK_INT(r.status, 200);
+	CHECK(dt >= 190);
+	cJSON *o = resp_json(&r);
+	CHECK_STR(o ? jstr(o, "path") : NULL, "/async");
+	cJSON_Delete(o);
+
+	/* the handler may take longer than request_timeout_s (1 s here) */
+	snprintf(url, sizeof(url), "%s/async?delay_ms=1600", S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+	/* still the same connection */
+	CHECK_INT(r.connects, 0);
+
+	/* async POST with a body */
+	snprintf(url, sizeof(url), "%s/async?delay_ms=10", S.base);
+	req_do(h, "POST", url, "{\"x\":1}", NULL, &r);
+	o = resp_json(&r);
+	CHECK_STR(o ? jstr(o, "body") : NULL, "{\"x\":1}");
+	cJSON_Delete(o);
+
+	/* a second reply is ignored, the first one stands */
+	snprintf(url, sizeof(url), "%s/twice", S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+	CHECK_STR(r.body, "{\"n\":\"first\"}");
+	req_do(h, "GET", url, NULL, NULL, &r); /* the connection is still fine */
+	CHECK_INT(r.status, 200);
+	curl_easy_cleanup(h);
+}
+
+static void test_async_disconnect(void)
+{
+	struct http_server_stats before = stats_settled(&S);
+	CURL *h = client_new();
+	struct resp r;
+	char url[256];
+	snprintf(url, sizeof(url), "%s/async?delay_ms=400", S.base);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 100L);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.rc, CURLE_OPERATION_TIMEDOUT);
+	curl_easy_cleanup(h); /* closes the connection */
+
+	/* a raw client that sends and leaves at once */
+	const char *req = "GET /async?delay_ms=300 HTTP/1.1\r\nHost: x\r\n\r\n";
+	int fd = raw_connect(S.port);
+	raw_send(fd, req, strlen(req));
+	usleep(50 * 1000);
+	close(fd);
+
+	/* and one that leaves while its (big) reply is being written */
+	const char *big = "GET /big?n=8000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+	fd = raw_connect(S.port);
+	int small = 4096;
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+	raw_send(fd, big, strlen(big));
+	char tmp[1024];
+	usleep(100 * 1000);
+	ssize_t got = recv(fd, tmp, sizeof(tmp), 0);
+	CHECK(got > 0);
+	close(fd);
+
+	usleep(700 * 1000);
+	struct http_server_stats after = stats(&S);
+	CHECK_INT(after.dropped_replies - before.dropped_replies, 3);
+	CHECK_INT(after.requests - before.requests, 3);
+	CHECK_INT(after.replies - before.replies, 0);
+}
+
+struct worker {
+	int id;
+	int ok;
+	int connects;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	CURL *h = client_new();
+	struct resp *r = malloc(sizeof(*r));
+	char url[256], want[64];
+	for (int i = 0; i < 20; i++) {
+		bool async = (i % 4) == 3;
+		snprintf(url, sizeof(url), "%s/%s?t=%d&i=%d&delay_ms=%d", S.base,
+			 async ? "async" : "echo", w->id, i, async ? i % 3 : 0);
+		req_do(h, "GET", url, NULL, NULL, r);
+		snprintf(want, sizeof(want), "\"t\":[\"%d\"],\"i\":[\"%d\"]", w->id, i);
+		if (r->status == 200 && strstr(r->body, want))
+			w->ok++;
+		w->connects += (int)r->connects;
+		resp_release(r);
+	}
+	free(r);
+	curl_easy_cleanup(h);
+	return NULL;
+}
+
+static void test_concurrency(void)
+{
+	enum { NT = 50 };
+	struct http_server_stats before = stats_settled(&S);
+	pthread_t th[NT];
+	struct worker w[NT];
+	for (int i = 0; i < NT; i++) {
+		w[i] = (struct worker){ .id = i };
+		pthread_create(&th[i], NULL, worker_main, &w[i]);
+	}
+	int ok = 0, connects = 0;
+	for (int i = 0; i < NT; i++) {
+		pthread_join(th[i], NULL);
+		ok += w[i].ok;
+		connects += w[i].connects;
+	}
+	CHECK_INT(ok, NT * 20);
+	CHECK_INT(connects, NT); /* keep-alive held for every client */
+	struct http_server_stats after = stats_after(&S, &before, NT * 20);
+	CHECK_INT(after.requests - before.requests, NT * 20);
+	CHECK_INT(after.replies - before.replies, NT * 20);
+	CHECK_INT(after.dropped_replies - before.dropped_replies, 0);
+}
+
+static void test_big_response(void)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[256];
+	snprintf(url, sizeof(url), "%s/big?n=3000000", S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+	CHECK_INT(r.big_len, 3000000 + 11); /* {"data":"..."} */
+	CHECK(r.big && memcmp(r.big, "{\"data\":\"xxx", 12) == 0);
+	size_t xs = 0;
+	for (size_t i = 9; r.big && i < r.big_len - 2; i++)
+		xs += r.big[i] == 'x';
+	CHECK_INT(xs, 3000000);
+	resp_release(&r);
+	/* and the connection goes on */
+	snprintf(url, sizeof(url), "%s/echo", S.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+	CHECK_INT(r.connects, 0);
+	curl_easy_cleanup(h);
+}
+
+static void test_timeouts(void)
+{
+	char out[4096];
+	bool eof;
+	int64_t ms;
+
+	/* half a request line, then nothing: closed after request_timeout_s (1 s) */
+	int fd = raw_connect(S.port);
+	raw_send(fd, "GET /echo HT", 12);
+	ms = raw_ms_to_eof(fd, 5000);
+	close(fd);
+	CHECK(ms >= 900 && ms <= 2600);
+
+	/* connect and say nothing: the same */
+	fd = raw_connect(S.port);
+	ms = raw_ms_to_eof(fd, 5000);
+	close(fd);
+	CHECK(ms >= 900 && ms <= 2600);
+
+	/* a slow body: 408 from us, then closed */
+	fd = raw_connect(S.port);
+	const char *part = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc";
+	int64_t t0 = now_ms();
+	raw_send(fd, part, strlen(part));
+	raw_read(fd, out, sizeof(out), 5000, 0, &eof);
+	ms = now_ms() - t0;
+	close(fd);
+	CHECK_INT(raw_status(out), 408);
+	CHECK(strstr(out, "\"code\":\"request_timeout\"") != NULL);
+	CHECK(eof);
+	CHECK(ms >= 900 && ms <= 2600);
+
+	/* a slowloris that keeps sending header bytes is still cut at 1 s */
+	fd = raw_connect(S.port);
+	raw_send(fd, "GET /echo HTTP/1.1\r\n", 20);
+	t0 = now_ms();
+	ms = -1;
+	for (int i = 0; i < 40; i++) {
+		raw_send(fd, "X-A: b\r\n", 8);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 100) > 0 && recv(fd, out, sizeof(out), 0) <= 0) {
+			ms = now_ms() - t0;
+			break;
+		}
+	}
+	close(fd);
+	CHECK(ms >= 900 && ms <= 2600);
+
+	/* idle keep-alive: closed after idle_timeout_s (2 s) */
+	fd = raw_connect(S.port);
+	const char *req = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
+	raw_send(fd, req, strlen(req));
+	raw_read(fd, out, sizeof(out), 2000, 200, &eof);
+	CHECK_INT(raw_status(out), 200);
+	CHECK(!eof);
+	ms = raw_ms_to_eof(fd, 6000);
+	close(fd);
+	CHECK(ms >= 1400 && ms <= 3600);
+}
+
+static void test_stop(void)
+{
+	struct tserver ts;
+	struct http_server_opts o = default_opts();
+	REQUIRE(server_start(&ts, &o));
+	char out[4096];
+	bool eof;
+	int fds[8], nfd = 0;
+
+	/* idle keep-alive connections */
+	for (int i = 0; i < 4; i++) {
+		fds[nfd] = raw_connect(ts.port);
+		const char *req = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
+		raw_send(fds[nfd], req, strlen(req));
+		raw_read(fds[nfd], out, sizeof(out), 2000, 100, &eof);
+		CHECK_INT(raw_status(out), 200);
+		nfd++;
+	}
+	/* half a request */
+	fds[nfd] = raw_connect(ts.port);
+	raw_send(fds[nfd++], "GET /ec", 7);
+	/* a request waiting for a slow async reply */
+	fds[nfd] = raw_connect(ts.port);
+	const char *slow = "GET /async?delay_ms=1000 HTTP/1.1\r\nHost: x\r\n\r\n";
+	raw_send(fds[nfd++], slow, strlen(slow));
+	usleep(100 * 1000);
+
+	struct http_server_stats before = stats(&ts);
+	int64_t ms = server_stop(&ts);
+	CHECK(ms < 1000);
+	CHECK_INT(ts.run_rc, 0);
+	/* every connection was closed */
+	for (int i = 0; i < nfd; i++) {
+		CHECK(raw_ms_to_eof(fds[i], 1000) >= 0);
+		close(fds[i]);
+	}
+	/* the listening socket too */
+	CHECK(raw_connect(ts.port) < 0);
+	/* the late reply is dropped, not sent anywhere */
+	async_join_all();
+	struct http_server_stats after = stats(&ts);
+	CHECK_INT(after.dropped_replies - before.dropped_replies, 1);
+	http_server_wake(ts.srv); /* harmless after run() */
+	CHECK_INT(http_server_run(ts.srv, &ts.stop), -1); /* once only */
+	server_free(&ts);
+
+	/* a server that never ran frees cleanly */
+	char err[128];
+	struct http_server *srv = http_server_new(&o, handler, NULL, err, sizeof(err));
+	CHECK(srv != NULL);
+	http_server_free(srv);
+	http_server_free(NULL);
+}
+
+static bool ipv6_loopback(void)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM, 0);
+	if (fd < 0)
+		return false;
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+static void test_bind_addresses(void)
+{
+	static const struct {
+		const char *bind, *url_host, *peer;
+	} cases[] = {
+		{ NULL, "127.0.0.1", "127.0.0.1" },   /* all, dual-stack */
+		{ "0.0.0.0", "127.0.0.1", "127.0.0.1" },
+		{ "::", "127.0.0.1", "127.0.0.1" },
+		{ "::1", "[::1]", "::1" },
+		{ NULL, "[::1]", "::1" },
+	};
+	bool v6 = ipv6_loopback();
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		if (!v6 && strchr(cases[i].url_host, '['))
+			continue;
+		struct http_server_opts o = default_opts();
+		o.bind_address = cases[i].bind;
+		struct tserver ts;
+		if (!server_start(&ts, &o)) {
+			t_failed++;
+			fprintf(stderr, "bind case %zu: no server\n", i);
+			continue;
+		}
+		CURL *h = client_new();
+		struct resp r;
+		char url[128];
+		snprintf(url, sizeof(url), "http://%s:%d/echo", cases[i].url_host, ts.port);
+		req_do(h, "GET", url, NULL, NULL, &r);
+		CHECK_INT(r.status, 200);
+		cJSON *o2 = resp_json(&r);
+		CHECK_STR(o2 ? jstr(o2, "peer") : NULL, cases[i].peer);
+		cJSON_Delete(o2);
+		curl_easy_cleanup(h);
+		server_stop(&ts);
+		server_free(&ts);
+	}
+}
+
+static void test_new_errors(void)
+{
+	char err[256];
+	struct http_server_opts o = default_opts();
+	o.port = S.port; /* taken */
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "cannot listen on 127.0.0.1:") != NULL);
+	CHECK(strstr(err, "in use") != NULL);
+	o = default_opts();
+	o.port = 70000;
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	o = default_opts();
+	o.tls_cert_file = "/nonexistent.pem";
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "both") != NULL);
+	o.tls_key_file = "/nonexistent.key";
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "cannot read TLS certificate file \"/nonexistent.pem\"") != NULL);
+	o = default_opts();
+	CHECK(http_server_new(&o, NULL, NULL, err, sizeof(err)) == NULL);
+}
+
+/* A throwaway self-signed certificate for localhost. */
+static bool make_cert(const char *dir, char *cert, char *key, size_t cap)
+{
+	snprintf(cert, cap, "%s/cert.pem", dir);
+	snprintf(key, cap, "%s/key.pem", dir);
+	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	X509 *x = X509_new();
+	bool ok = false;
+	if (!pk || !x)
+		goto out;
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+	X509_gmtime_adj(X509_getm_notBefore(x), -60);
+	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+	X509_set_pubkey(x, pk);
+	X509_NAME *name = X509_get_subject_name(x);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
+	X509_set_issuer_name(x, name);
+	if (!X509_sign(x, pk, EVP_sha256()))
+		goto out;
+	FILE *f = fopen(cert, "w");
+	if (!f)
+		goto out;
+	PEM_write_X509(f, x);
+	fclose(f);
+	f = fopen(key, "w");
+	if (!f)
+		goto out;
+	PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
+	fclose(f);
+	ok = true;
+out:
+	X509_free(x);
+	EVP_PKEY_free(pk);
+	return ok;
+}
+
+static void test_tls(void)
+{
+	char dir[] = "/tmp/sbx-http-tls-XXXXXX";
+	char cert[256], key[256];
+	REQUIRE(mkdtemp(dir) != NULL);
+	REQUIRE(make_cert(dir, cert, key, sizeof(cert)));
+	struct http_server_opts o = default_opts();
+	o.tls_cert_file = cert;
+	o.tls_key_file = key;
+	struct tserver ts;
+	bool started = server_start(&ts, &o);
+	CHECK(started);
+	if (started) {
+		CURL *h = client_new();
+		struct resp r;
+		char url[256];
+		snprintf(url, sizeof(url), "%s/echo?a=tls", ts.base);
+		/* curl offers h2 over TLS; we must negotiate http/1.1 */
+		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+		for (int i = 0; i < 3; i++) {
+			req_do(h, "GET", url, NULL, NULL, &r);
+			CHECK_INT(r.rc, CURLE_OK);
+			CHECK_INT(r.status, 200);
+			CHECK(strstr(r.body, "\"a\":[\"tls\"]") != NULL);
+		}
+		long ver = 0;
+		curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &ver);
+		CHECK_INT(ver, CURL_HTTP_VERSION_1_1);
+		CHECK_INT(stats(&ts).connections, 1);
+		curl_easy_cleanup(h);
+
+		/* plain HTTP on the TLS port gets nothing useful */
+		char out[1024];
+		bool eof;
+		const char *req = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
+		raw_exchange(ts.port, req, strlen(req), out, sizeof(out), 3000, &eof);
+		CHECK_INT(raw_status(out), 0);
+
+		server_stop(&ts);
+		server_free(&ts);
+	}
+	unlink(cert);
+	unlink(key);
+	rmdir(dir);
+}
+
+/* Run only the tests named on the command line (substring match), or all. */
+static int g_argc;
+static char **g_argv;
+static bool wanted(const char *name)
+{
+	if (g_argc < 2)
+		return true;
+	for (int i = 1; i < g_argc; i++) {
+		if (strstr(name, g_argv[i]))
+			return true;
+	}
+	return false;
+}
+#define RUN_IF(fn)                                                            \
+	do {                                                                  \
+		if (wanted(#fn))                                              \
+			RUN(fn);                                              \
+	} while (0)
+
+int main(int argc, char **argv)
+{
+	g_argc = argc;
+	g_argv = argv;
+	log_setup(LOG_ERROR, LOG_FORMAT_TEXT);
+	curl_global_init(CURL_GLOBAL_ALL);
+	struct http_server_opts o = default_opts();
+	if (!server_start(&S, &o)) {
+		fprintf(stderr, "cannot start the server\n");
+		return 1;
+	}
+	RUN_IF(test_round_trip);
+	RUN_IF(test_keepalive);
+	RUN_IF(test_request_ids);
+	RUN_IF(test_error_shape);
+	RUN_IF(test_query);
+	RUN_IF(test_body_limit);
+	RUN_IF(test_raw_rejections);
+	RUN_IF(test_raw_protocol);
+	RUN_IF(test_async);
+	RUN_IF(test_async_disconnect);
+	RUN_IF(test_concurrency);
+	RUN_IF(test_big_response);
+	RUN_IF(test_timeouts);
+	RUN_IF(test_new_errors);
+	RUN_IF(test_bind_addresses);
+	RUN_IF(test_stop);
+	RUN_IF(test_tls);
+	int64_t ms = server_stop(&S);
+	CHECK(ms < 1000);
+	server_free(&S);
+	curl_global_cleanup();
+	return test_summary();
+}
