@@ -200,24 +200,39 @@ def test_restart_keeps_sandboxes_and_expiry(api, controller):
     assert api.call("DELETE", "/v1/sandboxes/" + keep["id"])[0] == 204
 
 
-def test_sigterm_drains_calls_in_flight(api, controller):
+def test_sigterm_drains_calls_in_flight(api, controller, cluster_env):
+    """A call in flight when SIGTERM arrives is answered, not dropped; while
+    draining, /readyz is 503 and new calls are refused with 503 shutting_down.
+    kwok (the fake kubelet) is paused so that the create is surely still
+    waiting for its Pod to become Ready when the signal comes."""
+    import json as _json
+    import os
     import signal
     import threading
+    with open(os.path.join(cluster_env["CLUSTER_DIR"], "state.json")) as f:
+        kwok_pid = _json.load(f)["components"]["kwok"]["pid"]
     result = {}
-
-    def slow_create():
-        result["create"] = create(api, labels={"batch": "drain"})
-
-    t = threading.Thread(target=slow_create)
-    t.start()
-    time.sleep(0.15)  # the create is in flight: it waits for the Pod to be Ready
-    controller.proc.send_signal(signal.SIGTERM)
+    os.kill(kwok_pid, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=lambda: result.setdefault("create", create(api)))
+        t.start()
+        time.sleep(0.5)
+        controller.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        status, body, _ = api.call("GET", "/readyz")
+        assert status == 503 and body["draining"] is True
+        status, body, headers = create(api)
+        assert status == 503 and body["error"]["code"] == "shutting_down"
+        assert headers.get("Retry-After")
+        assert controller.proc.poll() is None  # still waiting for the call in flight
+    finally:
+        os.kill(kwok_pid, signal.SIGCONT)
     t.join(30)
     status, sb, _ = result["create"]
-    assert status == 201, sb          # answered, not dropped
+    assert status == 201, sb
     assert sb["state"] == "ready"
     assert controller.proc.wait(30) == 0
-    log = controller.log()
-    assert "draining" in log
+    counts = [int(n) for n in re.findall(r"draining: (\d+) calls in flight", controller.log())]
+    assert counts and counts[-1] == 1
     controller.start()
     assert api.call("DELETE", "/v1/sandboxes/" + sb["id"])[0] == 204
