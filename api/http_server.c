@@ -137,6 +137,7 @@ struct http_request {
 	int64_t start_ms;
 	bool head;  /* HEAD: the reply has no body */
 	bool close; /* close the connection after the reply */
+	void *ctx;  /* the handler's (http_request_set_context) */
 	struct buf body;
 
 	/* the reply: out[out_pos, out_end) is still to be written */
@@ -188,6 +189,7 @@ struct http_server {
 	struct lws_vhost *vh;
 	http_handler_fn handler;
 	void *ud;
+	void (*on_reply)(void *ud, struct http_request *req, int status);
 	size_t max_body;
 	int request_timeout_s;
 	int idle_timeout_s;
@@ -725,6 +727,8 @@ static bool reply_begin(struct http_request *req, bool *orphan)
 static void reply_submit(struct http_request *req)
 {
 	struct http_server *srv = req->srv;
+	if (srv->on_reply)
+		srv->on_reply(srv->ud, req, req->status);
 	bool loop = on_loop_thread(srv);
 	pthread_mutex_lock(&srv->mu);
 	if (req->orphan) {
@@ -1591,6 +1595,7 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 	pthread_mutex_init(&srv->mu, NULL);
 	srv->handler = handler;
 	srv->ud = ud;
+	srv->on_reply = opts->on_reply;
 	srv->max_body = opts->max_body ? opts->max_body : 1u << 20;
 	srv->request_timeout_s = opts->request_timeout_s > 0 ? opts->request_timeout_s : 30;
 	srv->idle_timeout_s = opts->idle_timeout_s > 0 ? opts->idle_timeout_s : 60;
@@ -1920,4 +1925,14 @@ void http_reply_empty(struct http_request *req, int status,
 		return;
 	}
 	reply_submit(req);
+}
+
+void http_request_set_context(struct http_request *req, void *ctx)
+{
+	req->ctx = ctx;
+}
+
+void *http_request_context(const struct http_request *req)
+{
+	return req->ctx;
 }

@@ -98,6 +98,12 @@ struct http_server_opts {
 	int idle_timeout_s;        /* keep-alive idle; default 60 */
 	const char *tls_cert_file; /* both set: HTTPS only (hardened later) */
 	const char *tls_key_file;
+	/* Optional: called once for every request the handler received, on the
+	 * thread that replies, just before the reply is handed over (also when
+	 * the client has gone). For audit records: the request and its context
+	 * (http_request_set_context) are still valid during the call. ud is the
+	 * handler's ud. Must not block and must not reply. */
+	void (*on_reply)(void *ud, struct http_request *req, int status);
 };
 
 /* Called on the service thread once per complete request. */
@@ -158,6 +164,10 @@ const char *http_request_peer(const struct http_request *req);
 /* Monotonic ms (now_ms clock) when the request head was complete:
  * libwebsockets does not report when its first byte came. */
 int64_t http_request_start_ms(const struct http_request *req);
+/* A pointer the handler may attach to the request (e.g. the authenticated
+ * principal, for on_reply); NULL until set. Owned by the handler. */
+void http_request_set_context(struct http_request *req, void *ctx);
+void *http_request_context(const struct http_request *req);
 
 /* ---- replies: exactly one per request, from any thread ---- */
 

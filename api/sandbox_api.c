@@ -474,6 +474,24 @@ int sandbox_api_ensure_network_policies(struct sandbox_api *api)
 
 /* ---- create ---- */
 
+/* The Pod's env values may be secrets: wipe them before the tree is freed
+ * (kube_create already wiped the serialized body it sent). */
+static void wipe_env_values(cJSON *pod)
+{
+	const cJSON *spec = cJSON_GetObjectItemCaseSensitive(pod, "spec");
+	const cJSON *c;
+	cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(spec, "containers"))
+	{
+		const cJSON *ev;
+		cJSON_ArrayForEach(ev, cJSON_GetObjectItemCaseSensitive(c, "env"))
+		{
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(ev, "value");
+			if (cJSON_IsString(v))
+				secure_zero(v->valuestring, strlen(v->valuestring));
+		}
+	}
+}
+
 struct create_job {
 	struct sandbox_api *api;
 	struct http_request *req;
@@ -586,9 +604,7 @@ static void run_create(void *arg)
 			return;
 		}
 		rc = kube_create(api->kube, &KUBE_RES_PODS, api->cfg->namespace, pod, NULL, &e);
-		/* the Pod JSON holds env values: wipe it */
-		char *txt = cJSON_PrintUnformatted(pod);
-		free_secret(txt);
+		wipe_env_values(pod);
 		cJSON_Delete(pod);
 		if (rc != KUBE_ERR_ALREADY_EXISTS || attempt > 0)
 			break;

@@ -27,7 +27,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define WORKERS 8
+/* Workers block on the API server, not on CPU: enough of them that a burst
+ * of creates is limited by the API server, not by this pool. */
+#define WORKERS 32
 #define WORK_QUEUE 1024
 
 #define DRAIN_MAX_MS 25000
