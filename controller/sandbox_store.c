@@ -537,3 +537,24 @@ void sandbox_store_tick(struct sandbox_store *st, int64_t now)
 	pthread_mutex_unlock(&st->wmu);
 	fire(fired);
 }
+
+void sandbox_store_usage(struct sandbox_store *st, const struct sbx_config *cfg,
+			 const char *tenant, struct sandbox_usage *out)
+{
+	memset(out, 0, sizeof(*out));
+	pthread_rwlock_rdlock(&st->lock);
+	for (size_t i = 0; i < st->n; i++) {
+		const struct sandbox *sb = st->items[i];
+		if (sb->state == SANDBOX_TERMINATING || sb->state == SANDBOX_FAILED)
+			continue;
+		if (tenant && strcmp(sb->tenant, tenant) != 0)
+			continue;
+		out->sandboxes++;
+		const struct sbx_template *t = config_template(cfg, sb->template_name);
+		if (t) {
+			out->cpu_milli += t->cpu_limit_milli;
+			out->memory_bytes += t->memory_limit_bytes;
+		}
+	}
+	pthread_rwlock_unlock(&st->lock);
+}

@@ -86,6 +86,17 @@ size_t sandbox_store_list(struct sandbox_store *st, const char *after, size_t li
 size_t sandbox_store_expired(struct sandbox_store *st, int64_t now_s,
 			     char (*ids)[SANDBOX_ID_MAX], size_t max);
 
+/* What a tenant's live sandboxes (not terminating, not failed) hold, for
+ * quotas: their count and the sum of their templates' cpu and memory limits.
+ * tenant NULL: all tenants. */
+struct sandbox_usage {
+	size_t sandboxes;
+	int64_t cpu_milli;
+	int64_t memory_bytes;
+};
+void sandbox_store_usage(struct sandbox_store *st, const struct sbx_config *cfg,
+			 const char *tenant, struct sandbox_usage *out);
+
 enum sandbox_wait_result {
 	SANDBOX_WAIT_READY,
 	SANDBOX_WAIT_FAILED,    /* sb->reason says why */

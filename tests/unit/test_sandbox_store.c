@@ -295,6 +295,52 @@ static void test_waiter_timeout_and_gone(void)
 	CHECK_INT(z.r, SANDBOX_WAIT_TIMEOUT);
 }
 
+static void test_usage(void)
+{
+	struct sbx_template tmpl[2] = { 0 };
+	tmpl[0].name = "python";
+	tmpl[0].cpu_limit_milli = 1000;
+	tmpl[0].memory_limit_bytes = 512LL << 20;
+	tmpl[1].name = "big";
+	tmpl[1].cpu_limit_milli = 4000;
+	tmpl[1].memory_limit_bytes = 8LL << 30;
+	struct sbx_config cfg = { .templates = tmpl, .ntemplates = 2 };
+	struct sandbox_store *st = sandbox_store_new();
+	const char *pods[] = {
+		/* tenant a: python ready, big pending, python terminating (not counted) */
+		"{\"metadata\":{\"name\":\"sb-1\",\"labels\":{\"sandbox-controller.dev/id\":\"sb-1\","
+		"\"sandbox-controller.dev/template\":\"python\",\"sandbox-controller.dev/tenant\":\"a\"}},"
+		"\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}",
+		"{\"metadata\":{\"name\":\"sb-2\",\"labels\":{\"sandbox-controller.dev/id\":\"sb-2\","
+		"\"sandbox-controller.dev/template\":\"big\",\"sandbox-controller.dev/tenant\":\"a\"}}}",
+		"{\"metadata\":{\"name\":\"sb-3\",\"deletionTimestamp\":\"2026-01-01T00:00:00Z\","
+		"\"labels\":{\"sandbox-controller.dev/id\":\"sb-3\","
+		"\"sandbox-controller.dev/template\":\"python\",\"sandbox-controller.dev/tenant\":\"a\"}}}",
+		/* tenant b */
+		"{\"metadata\":{\"name\":\"sb-4\",\"labels\":{\"sandbox-controller.dev/id\":\"sb-4\","
+		"\"sandbox-controller.dev/template\":\"python\",\"sandbox-controller.dev/tenant\":\"b\"}}}",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(pods); i++) {
+		cJSON *p = cJSON_Parse(pods[i]);
+		REQUIRE(p);
+		sandbox_store_on_event(st, KUBE_EVENT_ADDED, p);
+		cJSON_Delete(p);
+	}
+	struct sandbox_usage u;
+	sandbox_store_usage(st, &cfg, "a", &u);
+	CHECK_INT(u.sandboxes, 2);
+	CHECK_INT(u.cpu_milli, 5000);
+	CHECK_INT(u.memory_bytes, (512LL << 20) + (8LL << 30));
+	sandbox_store_usage(st, &cfg, "b", &u);
+	CHECK_INT(u.sandboxes, 1);
+	CHECK_INT(u.cpu_milli, 1000);
+	sandbox_store_usage(st, &cfg, "nobody", &u);
+	CHECK_INT(u.sandboxes, 0);
+	sandbox_store_usage(st, &cfg, NULL, &u);
+	CHECK_INT(u.sandboxes, 3);
+	sandbox_store_free(st);
+}
+
 int main(void)
 {
 	load_recording();
@@ -302,6 +348,7 @@ int main(void)
 	RUN(test_failures);
 	RUN(test_list_pages_expiry);
 	RUN(test_waiter_timeout_and_gone);
+	RUN(test_usage);
 	for (int i = 0; i < nevents; i++)
 		cJSON_Delete(events[i]);
 	return test_summary();
