@@ -36,6 +36,7 @@ enum route_id {
 	R_GET,
 	R_DELETE,
 	R_TIMEOUT,
+	R_TOKENS,
 	R_TEMPLATES,
 };
 
@@ -47,7 +48,36 @@ static const struct route routes[] = {
 	{ "GET", "/v1/sandboxes/{id}", R_GET },
 	{ "DELETE", "/v1/sandboxes/{id}", R_DELETE },
 	{ "POST", "/v1/sandboxes/{id}/timeout", R_TIMEOUT },
+	{ "POST", "/v1/sandboxes/{id}/tokens", R_TOKENS },
 	{ "GET", "/v1/templates", R_TEMPLATES },
+};
+
+/* What each route needs, and how it is audited (NULL: only refusals are). */
+static const struct {
+	unsigned scope;
+	const char *action;
+	const char *read_action;
+} route_rules[] = {
+	[R_HEALTHZ] = { 0, NULL, NULL },
+	[R_READYZ] = { 0, NULL, NULL },
+	[R_CREATE] = { AUTH_SCOPE_SANDBOXES_WRITE, AUDIT_SANDBOX_CREATE, NULL },
+	[R_LIST] = { AUTH_SCOPE_SANDBOXES_READ, NULL, "sandbox.list" },
+	[R_GET] = { AUTH_SCOPE_SANDBOXES_READ, NULL, "sandbox.get" },
+	[R_DELETE] = { AUTH_SCOPE_SANDBOXES_WRITE, AUDIT_SANDBOX_DELETE, NULL },
+	[R_TIMEOUT] = { AUTH_SCOPE_SANDBOXES_WRITE, AUDIT_SANDBOX_TIMEOUT, NULL },
+	[R_TOKENS] = { AUTH_SCOPE_SANDBOXES_WRITE, AUDIT_TOKEN_CREATE, NULL },
+	[R_TEMPLATES] = { AUTH_SCOPE_SANDBOXES_READ, NULL, "templates.list" },
+};
+
+/* One authenticated call: attached to the request, read by the audit hook. */
+struct call {
+	struct auth_principal p;
+	char addr[CLIENT_ADDR_LEN];
+	const char *action;       /* audited whatever the outcome */
+	const char *read_action;  /* audited only when refused */
+	char sandbox[SANDBOX_ID_MAX];
+	char tenant[64];          /* of the sandbox acted on, when known */
+	const char *reason;       /* a refusal's category */
 };
 
 struct sandbox_api {
@@ -56,10 +86,15 @@ struct sandbox_api {
 	struct sandbox_store *store;
 	struct workq *wq;
 	struct kube_informer *informer;
+	struct sandbox_api_security sec;
 	pthread_mutex_t np_mu;
 	bool *np_ready; /* per template: its NetworkPolicy is known to exist */
 	atomic_bool stopping;
 	atomic_bool draining;
+	/* creates accepted but not yet in the cache, per tenant, for quotas */
+	pthread_mutex_t pending_mu;
+	struct pending { char tenant[64]; int64_t sandboxes, cpu_milli, memory_bytes; } *pending;
+	size_t npending;
 	atomic_int inflight; /* requests handed to workers or waiters, not yet answered */
 };
 
@@ -80,8 +115,11 @@ int sandbox_api_inflight(struct sandbox_api *api)
 
 struct sandbox_api *sandbox_api_new(const struct sbx_config *cfg, struct kube_client *kube,
 				    struct sandbox_store *store, struct workq *wq,
-				    struct kube_informer *informer)
+				    struct kube_informer *informer,
+				    const struct sandbox_api_security *sec)
 {
+	if (!sec || !sec->auth)
+		return NULL;
 	struct sandbox_api *api = calloc(1, sizeof(*api));
 	if (!api)
 		return NULL;
@@ -95,7 +133,9 @@ struct sandbox_api *sandbox_api_new(const struct sbx_config *cfg, struct kube_cl
 	api->store = store;
 	api->wq = wq;
 	api->informer = informer;
+	api->sec = *sec;
 	pthread_mutex_init(&api->np_mu, NULL);
+	pthread_mutex_init(&api->pending_mu, NULL);
 	return api;
 }
 
@@ -104,6 +144,8 @@ void sandbox_api_free(struct sandbox_api *api)
 	if (!api)
 		return;
 	pthread_mutex_destroy(&api->np_mu);
+	pthread_mutex_destroy(&api->pending_mu);
+	free(api->pending);
 	free(api->np_ready);
 	free(api);
 }
@@ -472,6 +514,69 @@ int sandbox_api_ensure_network_policies(struct sandbox_api *api)
 	return failures ? -1 : 0;
 }
 
+/* ---- quotas ---- */
+
+/* The in-flight record of a tenant (created on first use). pending_mu held. */
+static struct pending *pending_slot(struct sandbox_api *api, const char *tenant)
+{
+	for (size_t i = 0; i < api->npending; i++)
+		if (strcmp(api->pending[i].tenant, tenant) == 0)
+			return &api->pending[i];
+	struct pending *p = realloc(api->pending, (api->npending + 1) * sizeof(*p));
+	if (!p)
+		return NULL;
+	api->pending = p;
+	p = &api->pending[api->npending++];
+	memset(p, 0, sizeof(*p));
+	snprintf(p->tenant, sizeof(p->tenant), "%s", tenant);
+	return p;
+}
+
+/* Add (sign 1) or remove (sign -1) a create in flight. */
+static void pending_add(struct sandbox_api *api, const char *tenant,
+			const struct sbx_template *t, int sign)
+{
+	pthread_mutex_lock(&api->pending_mu);
+	struct pending *p = pending_slot(api, tenant);
+	if (p) {
+		p->sandboxes += sign;
+		p->cpu_milli += sign * t->cpu_limit_milli;
+		p->memory_bytes += sign * t->memory_limit_bytes;
+	}
+	pthread_mutex_unlock(&api->pending_mu);
+}
+
+/* Would one more sandbox of t exceed the tenant's quota? Counts live
+ * sandboxes in the cache plus creates in flight. Returns the name of the
+ * quota that would be exceeded, or NULL; on NULL the create is counted as
+ * in flight (pending_add), atomically with the check. */
+static const char *quota_take(struct sandbox_api *api, const char *tenant,
+			      const struct sbx_template *t)
+{
+	const struct sbx_quota *q = config_quota(api->cfg, tenant);
+	struct sandbox_usage u;
+	sandbox_store_usage(api->store, api->cfg, tenant, &u);
+	const char *over = NULL;
+	pthread_mutex_lock(&api->pending_mu);
+	struct pending *p = pending_slot(api, tenant);
+	int64_t n = (int64_t)u.sandboxes + (p ? p->sandboxes : 0) + 1;
+	int64_t cpu = u.cpu_milli + (p ? p->cpu_milli : 0) + t->cpu_limit_milli;
+	int64_t mem = u.memory_bytes + (p ? p->memory_bytes : 0) + t->memory_limit_bytes;
+	if (q->sandboxes && n > q->sandboxes)
+		over = "sandboxes";
+	else if (q->cpu_milli && cpu > q->cpu_milli)
+		over = "cpu";
+	else if (q->memory_bytes && mem > q->memory_bytes)
+		over = "memory";
+	if (!over && p) {
+		p->sandboxes++;
+		p->cpu_milli += t->cpu_limit_milli;
+		p->memory_bytes += t->memory_limit_bytes;
+	}
+	pthread_mutex_unlock(&api->pending_mu);
+	return over;
+}
+
 /* ---- create ---- */
 
 /* The Pod's env values may be secrets: wipe them before the tree is freed
@@ -497,12 +602,17 @@ struct create_job {
 	struct http_request *req;
 	struct create_input in;
 	char id[SANDBOX_ID_MAX];
+	char tenant[64];
 	int64_t created_at, expires_at;
-	bool counted; /* in api->inflight */
+	bool counted;    /* in api->inflight */
+	bool quota_held; /* counted as pending for the tenant's quota */
 };
 
 static void create_job_free(struct create_job *j)
 {
+	/* by now the sandbox is in the cache (ready or failed) or was never made */
+	if (j->quota_held)
+		pending_add(j->api, j->tenant, j->in.t, -1);
 	create_input_release(&j->in);
 	if (j->counted)
 		j->api->inflight--;
@@ -589,7 +699,7 @@ static void run_create(void *arg)
 	for (int attempt = 0;; attempt++) {
 		struct sbx_pod_request pr = {
 			.id = j->id,
-			.tenant = "default",
+			.tenant = j->tenant,
 			.created_at = j->created_at,
 			.expires_at = j->expires_at,
 			.labels = j->in.labels,
@@ -603,9 +713,16 @@ static void run_create(void *arg)
 			create_job_free(j);
 			return;
 		}
-		rc = kube_create(api->kube, &KUBE_RES_PODS, api->cfg->namespace, pod, NULL, &e);
+		cJSON *created = NULL;
+		rc = kube_create(api->kube, &KUBE_RES_PODS, api->cfg->namespace, pod, &created, &e);
 		wipe_env_values(pod);
 		cJSON_Delete(pod);
+		if (created) {
+			/* read-your-writes: GET and DELETE find it at once */
+			sandbox_store_prime(api->store, created);
+			wipe_env_values(created);
+			cJSON_Delete(created);
+		}
 		if (rc != KUBE_ERR_ALREADY_EXISTS || attempt > 0)
 			break;
 		/* 100 random bits collided: draw again, once */
@@ -651,8 +768,10 @@ static void handle_create(struct sandbox_api *api, struct http_request *req)
 		free(j);
 		return;
 	}
+	struct call *c = http_request_context(req);
 	j->api = api;
 	j->req = req;
+	snprintf(j->tenant, sizeof(j->tenant), "%s", c ? c->p.tenant : AUTH_ANONYMOUS_TENANT);
 	j->created_at = wall_time_s();
 	j->expires_at = j->created_at + j->in.timeout_s;
 	if (sandbox_new_id(j->id) != 0) {
@@ -660,6 +779,23 @@ static void handle_create(struct sandbox_api *api, struct http_request *req)
 		http_reply_error(req, 500, "internal", NULL, 0, "no randomness available");
 		return;
 	}
+	if (c) {
+		snprintf(c->sandbox, sizeof(c->sandbox), "%s", j->id);
+		snprintf(c->tenant, sizeof(c->tenant), "%s", j->tenant);
+	}
+	const char *over = quota_take(api, j->tenant, j->in.t);
+	if (over) {
+		const struct sbx_quota *q = config_quota(api->cfg, j->tenant);
+		if (c)
+			c->reason = "quota";
+		http_reply_error(req, 429, "quota_exceeded", NULL, 0,
+				 "tenant \"%s\" would exceed its %s quota (%lld sandboxes, %lld millicores, %lld bytes of memory)",
+				 j->tenant, over, (long long)q->sandboxes, (long long)q->cpu_milli,
+				 (long long)q->memory_bytes);
+		create_job_free(j);
+		return;
+	}
+	j->quota_held = true;
 	j->counted = true;
 	api->inflight++;
 	if (workq_submit(api->wq, run_create, j) != 0) {
@@ -693,13 +829,26 @@ static void run_delete(void *arg)
 	free(d);
 }
 
+/* The sandbox id names, if the caller may see it: another tenant's sandbox
+ * (or, for a sandbox-scoped token, any other sandbox) is "not found" too, so
+ * that ids of others cannot even be confirmed. */
 static bool lookup(struct sandbox_api *api, struct http_request *req, const char *id,
 		   struct sandbox *sb)
 {
+	struct call *c = http_request_context(req);
 	if (!sandbox_valid_id(id) || sandbox_store_get(api->store, id, sb) != 0) {
 		http_reply_error(req, 404, "not_found", NULL, 0, "no sandbox \"%.40s\"", id);
 		return false;
 	}
+	bool admin = c && (c->p.scopes & AUTH_SCOPE_ADMIN) && !c->p.sandbox[0];
+	if (c && !admin &&
+	    (strcmp(sb->tenant, c->p.tenant) != 0 || (c->p.sandbox[0] && strcmp(c->p.sandbox, id) != 0))) {
+		sandbox_release(sb);
+		http_reply_error(req, 404, "not_found", NULL, 0, "no sandbox \"%.40s\"", id);
+		return false;
+	}
+	if (c)
+		snprintf(c->tenant, sizeof(c->tenant), "%s", sb->tenant);
 	return true;
 }
 
@@ -829,6 +978,98 @@ static void handle_timeout(struct sandbox_api *api, struct http_request *req, co
 	}
 }
 
+/* ---- sandbox-scoped tokens ---- */
+
+static void handle_tokens(struct sandbox_api *api, struct http_request *req, const char *id)
+{
+	struct call *c = http_request_context(req);
+	size_t len;
+	const char *body = http_request_body(req, &len);
+	cJSON *j = cJSON_ParseWithLength(body, len);
+	if (!j) {
+		http_reply_error(req, 400, "invalid_json", NULL, 0, "the body is not valid JSON");
+		return;
+	}
+	const cJSON *it;
+	const char *unknown = NULL;
+	cJSON_ArrayForEach(it, j)
+	{
+		if (strcmp(it->string, "ttl_seconds") != 0 && strcmp(it->string, "scopes") != 0 &&
+		    !unknown)
+			unknown = it->string;
+	}
+	const cJSON *ttl = cJSON_GetObjectItemCaseSensitive(j, "ttl_seconds");
+	const cJSON *scopes = cJSON_GetObjectItemCaseSensitive(j, "scopes");
+	if (!cJSON_IsObject(j) || unknown) {
+		http_reply_error(req, 400, unknown ? "unknown_field" : "invalid_type", NULL, 0,
+				 "the body must be {\"ttl_seconds\": N, \"scopes\": [...]}");
+		cJSON_Delete(j);
+		return;
+	}
+	if (!cJSON_IsNumber(ttl) || ttl->valuedouble != (double)(int)ttl->valuedouble ||
+	    !cJSON_IsArray(scopes)) {
+		http_reply_error(req, 400, ttl && scopes ? "invalid_type" : "missing_field", NULL, 0,
+				 "\"ttl_seconds\" (integer) and \"scopes\" (array) are required");
+		cJSON_Delete(j);
+		return;
+	}
+	unsigned want = 0;
+	cJSON_ArrayForEach(it, scopes)
+	{
+		unsigned bit = 0;
+		if (!cJSON_IsString(it) || auth_scope_parse(it->valuestring, &bit) != 0 ||
+		    bit == AUTH_SCOPE_ADMIN) {
+			http_reply_error(req, 422, "invalid_scope", NULL, 0,
+					 "scopes are \"sandboxes:read\", \"sandboxes:write\", \"exec\" or \"files\"");
+			cJSON_Delete(j);
+			return;
+		}
+		want |= bit;
+	}
+	int ttl_s = (int)ttl->valuedouble;
+	cJSON_Delete(j);
+	if (!want || ttl_s < 1 || ttl_s > AUTH_SCOPED_MAX_TTL_S) {
+		http_reply_error(req, 422, "invalid_token_request", NULL, 0,
+				 "at least one scope, and ttl_seconds from 1 to %d", AUTH_SCOPED_MAX_TTL_S);
+		return;
+	}
+	struct sandbox sb;
+	if (!lookup(api, req, id, &sb))
+		return;
+	char *token = NULL;
+	int64_t expires = 0;
+	int rc = auth_issue_sandbox_token(api->sec.auth, &c->p, id, sb.tenant, want, ttl_s,
+					  wall_time_s(), &token, &expires);
+	sandbox_release(&sb);
+	if (rc == -EPERM) {
+		c->reason = "scope";
+		http_reply_error(req, 403, "forbidden", NULL, 0,
+				 "a token may carry only scopes its issuer holds, for a sandbox it may see");
+		return;
+	}
+	if (rc) {
+		http_reply_error(req, rc == -EINVAL ? 422 : 500,
+				 rc == -EINVAL ? "invalid_token_request" : "internal", NULL, 0,
+				 "cannot issue the token");
+		return;
+	}
+	char t[32], sc[128];
+	fmt_time(expires, t);
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "token", token);
+	cJSON_AddStringToObject(o, "sandbox", id);
+	cJSON_AddStringToObject(o, "expires_at", t);
+	cJSON *arr = cJSON_AddArrayToObject(o, "scopes");
+	if (auth_scopes_format(want, " ", sc, sizeof(sc)) >= 0) {
+		char *save = NULL;
+		for (char *w = strtok_r(sc, " ", &save); w; w = strtok_r(NULL, " ", &save))
+			cJSON_AddItemToArray(arr, cJSON_CreateString(w));
+	}
+	free_secret(token);
+	/* the reply holds the token once; the server frees (not wipes) it */
+	http_reply_json(req, 201, o, NULL, 0);
+}
+
 /* ---- reads ---- */
 
 static void handle_get(struct sandbox_api *api, struct http_request *req, const char *id)
@@ -844,11 +1085,14 @@ struct label_filter {
 	const char *keys[LIST_MAX_LABEL_FILTERS];
 	const char *values[LIST_MAX_LABEL_FILTERS];
 	size_t n;
+	const char *tenant; /* NULL: every tenant (admin) */
 };
 
 static bool match_labels(const struct sandbox *sb, void *ud)
 {
 	const struct label_filter *f = ud;
+	if (f->tenant && strcmp(sb->tenant, f->tenant) != 0)
+		return false;
 	for (size_t i = 0; i < f->n; i++) {
 		bool ok = false;
 		for (size_t k = 0; k < sb->nlabels && !ok; k++)
@@ -913,6 +1157,8 @@ static void handle_list(struct sandbox_api *api, struct http_request *req)
 		}
 	}
 	f.n = nraw;
+	struct call *c = http_request_context(req);
+	f.tenant = c && !(c->p.scopes & AUTH_SCOPE_ADMIN) ? c->p.tenant : NULL;
 	struct sandbox *items = calloc(limit, sizeof(*items));
 	cJSON *o = cJSON_CreateObject();
 	cJSON *arr = o ? cJSON_AddArrayToObject(o, "items") : NULL;
@@ -923,8 +1169,8 @@ static void handle_list(struct sandbox_api *api, struct http_request *req)
 		return;
 	}
 	bool more = false;
-	size_t n = sandbox_store_list(api->store, cont, limit, f.n ? match_labels : NULL, &f,
-				      items, &more);
+	size_t n = sandbox_store_list(api->store, cont, limit, f.n || f.tenant ? match_labels : NULL,
+				      &f, items, &more);
 	for (size_t i = 0; i < n; i++) {
 		cJSON_AddItemToArray(arr, sandbox_json(&items[i]));
 		if (more && i == n - 1)
@@ -979,12 +1225,136 @@ static void handle_readyz(struct sandbox_api *api, struct http_request *req)
 	http_reply_json(req, ready ? 200 : 503, o, NULL, 0);
 }
 
+/* ---- authentication, limits, audit ---- */
+
+static enum audit_outcome outcome_of(int status)
+{
+	if (status < 400)
+		return AUDIT_SUCCESS;
+	if (status == 401 || status == 403 || status == 429)
+		return AUDIT_DENIED;
+	return AUDIT_FAILURE;
+}
+
+void sandbox_api_on_reply(void *ud, struct http_request *req, int status)
+{
+	struct sandbox_api *api = ud;
+	struct call *c = http_request_context(req);
+	if (!c)
+		return;
+	enum audit_outcome out = outcome_of(status);
+	const char *action = c->action ? c->action : (out == AUDIT_DENIED ? c->read_action : NULL);
+	if (action && api->sec.audit) {
+		struct audit_event e = {
+			.request_id = http_request_id(req),
+			.principal_id = c->p.id[0] ? c->p.id : NULL,
+			.principal_kind = c->p.kind != AUTH_KIND_NONE ? auth_kind_name(c->p.kind) : NULL,
+			.tenant = c->tenant[0] ? c->tenant : (c->p.tenant[0] ? c->p.tenant : NULL),
+			.client_addr = c->addr,
+			.action = action,
+			.sandbox_id = c->sandbox[0] ? c->sandbox : NULL,
+			.outcome = out,
+			.status = status,
+			.reason = c->reason,
+			.duration_ms = now_ms() - http_request_start_ms(req),
+		};
+		audit_record(api->sec.audit, &e);
+	}
+	http_request_set_context(req, NULL);
+	free(c);
+}
+
+/* Refusals are audited at most once a second per key (address or
+ * principal): a flood must not become a flood of audit records. */
+static void sample_audit(struct sandbox_api *api, struct call *c, const char *key)
+{
+	if (!ratelimit_allow(api->sec.audit_sampler, key, now_ms(), NULL)) {
+		c->action = NULL;
+		c->read_action = NULL;
+	}
+}
+
+static void reply_rate_limited(struct sandbox_api *api, struct http_request *req,
+			       struct call *c, const char *key, int retry_after)
+{
+	char ra[16];
+	snprintf(ra, sizeof(ra), "%d", retry_after > 0 ? retry_after : 1);
+	struct http_header h = { "Retry-After", ra };
+	c->reason = "rate_limited";
+	sample_audit(api, c, key);
+	http_reply_error(req, 429, "rate_limited", &h, 1, "too many requests; retry in %s s", ra);
+}
+
+/* Authenticate and rate-limit; false when the request has been answered. */
+static bool admit(struct sandbox_api *api, struct http_request *req, struct call *c)
+{
+	char akey[CLIENT_ADDR_KEY_LEN];
+	client_addr_resolve(api->sec.client_addr, http_request_peer(req),
+			    http_request_header(req, "x-forwarded-for"), c->addr, sizeof(c->addr));
+	client_addr_limit_key(c->addr, akey, sizeof(akey));
+	int ra = 0;
+	/* an address that keeps failing is refused before its credential is even
+	 * looked at; only failures spend its tokens */
+	if (!ratelimit_peek(api->sec.per_address, akey, now_ms(), &ra)) {
+		reply_rate_limited(api, req, c, akey, ra);
+		return false;
+	}
+	enum auth_result r = auth_check(api->sec.auth, http_request_header(req, "authorization"),
+					wall_time_s(), &c->p);
+	if (r != AUTH_OK) {
+		(void)ratelimit_allow(api->sec.per_address, akey, now_ms(), &ra);
+		c->reason = auth_result_name(r);
+		c->action = AUDIT_AUTH_FAILURE;
+		sample_audit(api, c, akey);
+		struct http_header h = { "WWW-Authenticate", "Bearer realm=\"sandbox-controller\"" };
+		http_reply_error(req, 401, "unauthorized", &h, 1,
+				 "missing, invalid or expired credentials");
+		return false;
+	}
+	char pkey[256];
+	if (c->p.kind == AUTH_KIND_KEY)
+		snprintf(pkey, sizeof(pkey), "key:%s", c->p.id);
+	else if (c->p.kind == AUTH_KIND_ANONYMOUS)
+		snprintf(pkey, sizeof(pkey), "%s", akey);
+	else
+		snprintf(pkey, sizeof(pkey), "sub:%s/%s", c->p.tenant, c->p.id);
+	if (!ratelimit_allow(api->sec.per_principal, pkey, now_ms(), &ra)) {
+		reply_rate_limited(api, req, c, pkey, ra);
+		return false;
+	}
+	return true;
+}
+
 void sandbox_api_handle(void *ud, struct http_request *req)
 {
 	struct sandbox_api *api = ud;
 	struct route_match m;
 	enum router_result r = router_match(routes, ARRAY_SIZE(routes), http_request_method(req),
 					    http_request_path(req), &m);
+	if (r == ROUTER_MATCH && m.id == R_HEALTHZ) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "status", "ok");
+		http_reply_json(req, 200, o, NULL, 0);
+		return;
+	}
+	if (r == ROUTER_MATCH && m.id == R_READYZ) {
+		handle_readyz(api, req);
+		return;
+	}
+	/* everything else: who is calling, before anything about the path is
+	 * revealed */
+	struct call *c = calloc(1, sizeof(*c));
+	if (!c) {
+		http_reply_error(req, 500, "internal", NULL, 0, "out of memory");
+		return;
+	}
+	if (r == ROUTER_MATCH) {
+		c->action = route_rules[m.id].action;
+		c->read_action = route_rules[m.id].read_action;
+	}
+	http_request_set_context(req, c); /* freed by sandbox_api_on_reply */
+	if (!admit(api, req, c))
+		return;
 	if (r == ROUTER_BAD_PATH) {
 		http_reply_error(req, 400, "bad_path", NULL, 0, "malformed path");
 		return;
@@ -999,22 +1369,29 @@ void sandbox_api_handle(void *ud, struct http_request *req)
 		return;
 	}
 	const char *id = route_param(&m, "id");
-	if (api->draining && m.id != R_HEALTHZ && m.id != R_READYZ) {
+	if (id)
+		snprintf(c->sandbox, sizeof(c->sandbox), "%.31s", id);
+	if (c->p.sandbox[0] && !id) {
+		c->reason = "scope";
+		http_reply_error(req, 403, "forbidden", NULL, 0,
+				 "a sandbox-scoped token is valid for its own sandbox only");
+		return;
+	}
+	if (!auth_allows(&c->p, route_rules[m.id].scope)) {
+		char name[64] = "";
+		auth_scopes_format(route_rules[m.id].scope, " ", name, sizeof(name));
+		c->reason = "scope";
+		http_reply_error(req, 403, "forbidden", NULL, 0,
+				 "this credential lacks the scope \"%s\"", name);
+		return;
+	}
+	if (api->draining) {
 		struct http_header h = { "Retry-After", "1" };
 		http_reply_error(req, 503, "shutting_down", &h, 1,
 				 "this replica is shutting down; retry on another");
 		return;
 	}
 	switch ((enum route_id)m.id) {
-	case R_HEALTHZ: {
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "status", "ok");
-		http_reply_json(req, 200, o, NULL, 0);
-		return;
-	}
-	case R_READYZ:
-		handle_readyz(api, req);
-		return;
 	case R_CREATE:
 		handle_create(api, req);
 		return;
@@ -1030,9 +1407,15 @@ void sandbox_api_handle(void *ud, struct http_request *req)
 	case R_TIMEOUT:
 		handle_timeout(api, req, id);
 		return;
+	case R_TOKENS:
+		handle_tokens(api, req, id);
+		return;
 	case R_TEMPLATES:
 		handle_templates(api, req);
 		return;
+	case R_HEALTHZ:
+	case R_READYZ:
+		break;
 	}
 	http_reply_error(req, 500, "internal", NULL, 0, "unrouted request");
 }

@@ -9,7 +9,13 @@
  *   GET    /v1/sandboxes/{id}
  *   DELETE /v1/sandboxes/{id}
  *   POST   /v1/sandboxes/{id}/timeout              extend or shorten
+ *   POST   /v1/sandboxes/{id}/tokens               a token valid for that sandbox only
  *   GET    /v1/templates
+ *
+ * Every call but /healthz and /readyz is authenticated (API key or JWT, see
+ * auth.h), rate-limited, checked for scope, and confined to the caller's
+ * tenant (another tenant's sandbox is 404, as if it did not exist). Writes,
+ * token issuance and every refusal are audited.
  *
  * Reads are answered on the server's thread from the cache; writes go to a
  * worker and are answered from there (or from the informer's thread when a
@@ -20,8 +26,12 @@
 
 #include <stdbool.h>
 
+#include "audit.h"
+#include "auth.h"
+#include "client_addr.h"
 #include "config.h"
 #include "http_server.h"
+#include "ratelimit.h"
 #include "kube_client.h"
 #include "kube_watch.h"
 #include "sandbox_store.h"
@@ -29,10 +39,25 @@
 
 struct sandbox_api;
 
+/* Who may call, how often, and the record of what they did. auth is
+ * required; a NULL limiter means no limit, a NULL audit no audit. */
+struct sandbox_api_security {
+	struct auth *auth;
+	struct ratelimit *per_principal;  /* requests of one principal */
+	struct ratelimit *per_address;    /* failed or unauthenticated attempts of one address */
+	struct ratelimit *audit_sampler;  /* at most one "rate_limited" record per key and second */
+	struct client_addr_cfg *client_addr;
+	struct audit *audit;
+};
+
 /* All borrowed; they must outlive the api. informer may be NULL (tests). */
 struct sandbox_api *sandbox_api_new(const struct sbx_config *cfg, struct kube_client *kube,
 				    struct sandbox_store *store, struct workq *wq,
-				    struct kube_informer *informer);
+				    struct kube_informer *informer,
+				    const struct sandbox_api_security *sec);
+
+/* The http_server_opts.on_reply hook: writes the audit record of a call. */
+void sandbox_api_on_reply(void *api, struct http_request *req, int status);
 void sandbox_api_free(struct sandbox_api *api);
 
 /* Begin a graceful stop: /readyz turns 503 (so load balancers move away)

@@ -1176,10 +1176,200 @@ static int parse_templates(struct pctx *p, yaml_node_t *root, struct sbx_config 
 	return 0;
 }
 
+static int get_bool(struct pctx *p, yaml_node_t *m, const char *path, const char *key,
+		    bool *out);
+static int get_path(struct pctx *p, yaml_node_t *m, const char *path, const char *key,
+		    char **out);
+
+/* A positive decimal (a rate or a burst) at m.key, at most max. */
+static int get_positive(struct pctx *p, yaml_node_t *m, const char *path, const char *key,
+			double max, double *out)
+{
+	const char *v;
+	char sub[KEYPATH_MAX], b[SHOWN_MAX];
+	int rc = get_text(p, m, path, key, 32, false, &v);
+	if (rc || !v)
+		return rc;
+	subkey(sub, sizeof(sub), path, key);
+	char *end = NULL;
+	double x = strtod(v, &end);
+	if (!*v || *end || !(x > 0) || x > max)
+		return PERR(p, sub, "\"%s\" must be a number above 0 and at most %g", shown(v, b),
+			    max);
+	*out = x;
+	return 0;
+}
+
+static int parse_rate(struct pctx *p, yaml_node_t *r, struct sbx_config *cfg)
+{
+	static const char *const keys[] = { "per_principal", "per_address", "max_keys",
+					    "enabled" };
+	static const char *const bucket[] = { "rate", "burst" };
+	if (!r)
+		return 0;
+	int rc = check_map(p, r, "limits.rate", keys, ARRAY_SIZE(keys), 0);
+	if (rc)
+		return rc;
+	rc = get_bool(p, r, "limits.rate", "enabled", &cfg->rate_enabled);
+	if (rc)
+		return rc;
+	uint64_t x = cfg->rate_max_keys;
+	rc = get_int(p, r, "limits.rate", "max_keys", 1, 1u << 24, false, &x);
+	if (rc)
+		return rc;
+	cfg->rate_max_keys = (size_t)x;
+	struct {
+		const char *name;
+		double *rate, *burst;
+	} b[] = {
+		{ "per_principal", &cfg->rate_principal, &cfg->rate_principal_burst },
+		{ "per_address", &cfg->rate_address, &cfg->rate_address_burst },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(b); i++) {
+		char sub[KEYPATH_MAX];
+		subkey(sub, sizeof(sub), "limits.rate", b[i].name);
+		yaml_node_t *m = mget(p, r, b[i].name);
+		if (!m)
+			continue;
+		if ((rc = check_map(p, m, sub, bucket, ARRAY_SIZE(bucket), 0)) != 0 ||
+		    (rc = get_positive(p, m, sub, "rate", 1e6, b[i].rate)) != 0 ||
+		    (rc = get_positive(p, m, sub, "burst", 1e6, b[i].burst)) != 0)
+			return rc;
+		if (*b[i].burst < 1)
+			return PERR(p, sub, "burst must be at least 1");
+	}
+	return 0;
+}
+
+static int parse_quota(struct pctx *p, yaml_node_t *m, const char *path, struct sbx_quota *q)
+{
+	static const char *const keys[] = { "sandboxes", "cpu", "memory" };
+	int rc = check_map(p, m, path, keys, ARRAY_SIZE(keys), 0);
+	if (rc)
+		return rc;
+	uint64_t n = (uint64_t)q->sandboxes;
+	rc = get_int(p, m, path, "sandboxes", 0, 1000000, false, &n);
+	if (rc)
+		return rc;
+	q->sandboxes = (int64_t)n;
+	bool present;
+	if ((rc = get_quantity(p, m, path, "cpu", false, false, true, NULL, &q->cpu_milli,
+			       &present)) != 0)
+		return rc;
+	return get_quantity(p, m, path, "memory", true, false, true, NULL, &q->memory_bytes,
+			    &present);
+}
+
+/* trusted_proxies, audit, tls, quotas */
+static int parse_security(struct pctx *p, yaml_node_t *root, struct sbx_config *cfg)
+{
+	char item[KEYPATH_MAX];
+	int rc;
+	yaml_node_t *n = mget(p, root, "trusted_proxies");
+	if (n && !is_null(n)) {
+		if (n->type != YAML_SEQUENCE_NODE)
+			return PERR(p, "trusted_proxies", "expected a list of CIDRs, found %s", kind(n));
+		size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+		if (count > 256)
+			return PERR(p, "trusted_proxies", "too many entries (at most 256)");
+		cfg->trusted_proxies = calloc(count + 1, sizeof(char *));
+		if (!cfg->trusted_proxies)
+			return -ENOMEM;
+		for (size_t i = 0; i < count; i++) {
+			subidx(item, sizeof(item), "trusted_proxies", i);
+			const char *v;
+			if ((rc = scalar_text(p, ynode(p, n->data.sequence.items.start[i]), item, &v)))
+				return rc;
+			if (!*v || strlen(v) > 64)
+				return PERR(p, item, "must be an address or CIDR");
+			if (!(cfg->trusted_proxies[i] = strdup(v)))
+				return -ENOMEM;
+			cfg->ntrusted_proxies++;
+		}
+	}
+	n = mget(p, root, "audit");
+	if (n) {
+		static const char *const keys[] = { "destination", "argv" };
+		if ((rc = check_map(p, n, "audit", keys, ARRAY_SIZE(keys), 0)) != 0)
+			return rc;
+		if ((rc = get_str(p, n, "audit", "destination", 4096, false,
+				  &cfg->audit_destination)) != 0)
+			return rc;
+		const char *d = cfg->audit_destination;
+		if (strcmp(d, "stdout") != 0 && strcmp(d, "stderr") != 0 && d[0] != '/')
+			return PERR(p, "audit.destination", "must be stdout, stderr or an absolute path");
+		const char *v;
+		if ((rc = get_text(p, n, "audit", "argv", 16, false, &v)) != 0)
+			return rc;
+		if (v) {
+			static const char *const modes[] = { "full", "redacted", "hashed" };
+			cfg->audit_argv = -1;
+			for (int i = 0; i < 3; i++)
+				if (strcmp(v, modes[i]) == 0)
+					cfg->audit_argv = i;
+			if (cfg->audit_argv < 0)
+				return PERR(p, "audit.argv", "must be full, redacted or hashed");
+		}
+	}
+	n = mget(p, root, "tls");
+	if (n) {
+		static const char *const keys[] = { "cert_file", "key_file" };
+		if ((rc = check_map(p, n, "tls", keys, ARRAY_SIZE(keys), 0)) != 0 ||
+		    (rc = get_path(p, n, "tls", "cert_file", &cfg->tls_cert_file)) != 0 ||
+		    (rc = get_path(p, n, "tls", "key_file", &cfg->tls_key_file)) != 0)
+			return rc;
+		if (!cfg->tls_cert_file != !cfg->tls_key_file)
+			return PERR(p, "tls", "cert_file and key_file go together");
+	}
+	n = mget(p, root, "quotas");
+	if (n) {
+		static const char *const keys[] = { "default", "tenants" };
+		if ((rc = check_map(p, n, "quotas", keys, ARRAY_SIZE(keys), 0)) != 0)
+			return rc;
+		yaml_node_t *d = mget(p, n, "default");
+		if (d && (rc = parse_quota(p, d, "quotas.default", &cfg->quota)) != 0)
+			return rc;
+		yaml_node_t *t = mget(p, n, "tenants");
+		if (t) {
+			if (t->type != YAML_MAPPING_NODE)
+				return PERR(p, "quotas.tenants", "expected a mapping of tenant: quota");
+			size_t count = (size_t)(t->data.mapping.pairs.top - t->data.mapping.pairs.start);
+			if (count > 10000)
+				return PERR(p, "quotas.tenants", "too many tenants (at most 10000)");
+			cfg->tenant_quotas = calloc(count ? count : 1, sizeof(*cfg->tenant_quotas));
+			if (!cfg->tenant_quotas)
+				return -ENOMEM;
+			for (yaml_node_pair_t *pr = t->data.mapping.pairs.start;
+			     pr < t->data.mapping.pairs.top; pr++) {
+				const char *name;
+				if ((rc = scalar_text(p, ynode(p, pr->key), "quotas.tenants", &name)))
+					return rc;
+				subkey(item, sizeof(item), "quotas.tenants", name);
+				struct sbx_tenant_quota *tq = &cfg->tenant_quotas[cfg->ntenant_quotas];
+				if (!(tq->tenant = strdup(name)))
+					return -ENOMEM;
+				cfg->ntenant_quotas++;
+				tq->q = cfg->quota; /* unset fields inherit the default */
+				if ((rc = parse_quota(p, ynode(p, pr->value), item, &tq->q)))
+					return rc;
+			}
+		}
+	}
+	return 0;
+}
+
+const struct sbx_quota *config_quota(const struct sbx_config *cfg, const char *tenant)
+{
+	for (size_t i = 0; i < cfg->ntenant_quotas; i++)
+		if (strcmp(cfg->tenant_quotas[i].tenant, tenant) == 0)
+			return &cfg->tenant_quotas[i].q;
+	return &cfg->quota;
+}
+
 static int parse_limits(struct pctx *p, yaml_node_t *root, struct sbx_config *cfg)
 {
 	static const char *const keys[] = { "max_body_bytes", "max_env_vars", "max_env_bytes",
-					    "max_labels", "create_timeout" };
+					    "max_labels", "create_timeout", "rate" };
 	yaml_node_t *l = mget(p, root, "limits");
 	if (!l)
 		return 0;
@@ -1219,13 +1409,149 @@ static int parse_limits(struct pctx *p, yaml_node_t *root, struct sbx_config *cf
 	int64_t s = cfg->create_timeout_s;
 	rc = get_duration(p, l, "limits", "create_timeout", 1, 3600, &s);
 	cfg->create_timeout_s = (int)s;
-	return rc;
+	if (rc)
+		return rc;
+	return parse_rate(p, mget(p, l, "rate"), cfg);
+}
+
+/* ---- auth ---- */
+
+/* A file path at m.key: not empty, at most 4096 bytes, no control
+ * characters. */
+static int get_path(struct pctx *p, yaml_node_t *m, const char *path, const char *key,
+		    char **out)
+{
+	return get_str(p, m, path, key, 4096, false, out);
+}
+
+/* true or false (YAML 1.2's booleans; yes/no/on/off are refused rather than
+ * guessed, since YAML 1.1 and 1.2 disagree on them). */
+static int get_bool(struct pctx *p, yaml_node_t *m, const char *path, const char *key,
+		    bool *out)
+{
+	const char *v;
+	char sub[KEYPATH_MAX], b[SHOWN_MAX];
+	int rc = get_text(p, m, path, key, 16, false, &v);
+	if (rc || !v)
+		return rc;
+	subkey(sub, sizeof(sub), path, key);
+	if (strcmp(v, "true") == 0 || strcmp(v, "True") == 0 || strcmp(v, "TRUE") == 0)
+		*out = true;
+	else if (strcmp(v, "false") == 0 || strcmp(v, "False") == 0 || strcmp(v, "FALSE") == 0)
+		*out = false;
+	else
+		return PERR(p, sub, "\"%s\" is not a boolean (true or false)", shown(v, b));
+	return 0;
+}
+
+static int parse_auth_jwt(struct pctx *p, yaml_node_t *j, struct sbx_auth_config *a)
+{
+	static const char *const keys[] = { "hs256_secret_file", "public_keys", "jwks_file",
+					    "issuer",            "audience",    "tenant_claim",
+					    "leeway" };
+	static const char *const path = "auth.jwt";
+	char sub[KEYPATH_MAX], item[KEYPATH_MAX];
+	int rc = check_map(p, j, path, keys, ARRAY_SIZE(keys), 0);
+	if (!rc)
+		rc = get_path(p, j, path, "hs256_secret_file", &a->jwt_hs256_secret_file);
+	if (!rc)
+		rc = get_path(p, j, path, "jwks_file", &a->jwt_jwks_file);
+	if (!rc)
+		rc = get_str(p, j, path, "issuer", 1024, false, &a->jwt_issuer);
+	if (!rc)
+		rc = get_str(p, j, path, "audience", 1024, false, &a->jwt_audience);
+	if (!rc)
+		rc = get_str(p, j, path, "tenant_claim", 128, false, &a->jwt_tenant_claim);
+	if (!rc)
+		rc = get_duration(p, j, path, "leeway", 0, 600, &a->jwt_leeway_s);
+	if (rc)
+		return rc;
+
+	yaml_node_t *pk = mget(p, j, "public_keys");
+	subkey(sub, sizeof(sub), path, "public_keys");
+	if (!pk)
+		return 0;
+	if (pk->type != YAML_SEQUENCE_NODE)
+		return PERR(p, sub, "expected a list of PEM file paths, found %s", kind(pk));
+	size_t count = (size_t)(pk->data.sequence.items.top - pk->data.sequence.items.start);
+	if (count > CONFIG_MAX_JWT_PUBLIC_KEYS)
+		return PERR(p, sub, "too many files (at most %d)", CONFIG_MAX_JWT_PUBLIC_KEYS);
+	a->jwt_public_keys = calloc(count ? count : 1, sizeof(*a->jwt_public_keys));
+	if (!a->jwt_public_keys)
+		return -ENOMEM;
+	for (size_t i = 0; i < count; i++) {
+		subidx(item, sizeof(item), sub, i);
+		const char *v;
+		rc = scalar_text(p, ynode(p, pk->data.sequence.items.start[i]), item, &v);
+		if (rc)
+			return rc;
+		if (!*v || strlen(v) > 4096 || has_ctl(v))
+			return PERR(p, item,
+				    "must be a file path (not empty, at most 4096 bytes, no control characters)");
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(a->jwt_public_keys[k], v) == 0)
+				return PERR(p, item, "the same file as %s[%zu]", sub, k);
+		if (!(a->jwt_public_keys[i] = strdup(v)))
+			return -ENOMEM;
+		a->njwt_public_keys++;
+	}
+	return 0;
+}
+
+static int parse_auth(struct pctx *p, yaml_node_t *root, struct sbx_config *cfg)
+{
+	static const char *const keys[] = { "api_keys_file", "jwt", "scoped_token_secret_file",
+					    "insecure_dev_mode" };
+	struct sbx_auth_config *a = &cfg->auth;
+	yaml_node_t *n = mget(p, root, "auth");
+	if (!n)
+		return 0;
+	int rc = check_map(p, n, "auth", keys, ARRAY_SIZE(keys), 0);
+	if (!rc)
+		rc = get_path(p, n, "auth", "api_keys_file", &a->api_keys_file);
+	if (!rc)
+		rc = get_path(p, n, "auth", "scoped_token_secret_file",
+			      &a->scoped_token_secret_file);
+	if (!rc)
+		rc = get_bool(p, n, "auth", "insecure_dev_mode", &a->insecure_dev_mode);
+	if (rc)
+		return rc;
+	yaml_node_t *j = mget(p, n, "jwt");
+	return j ? parse_auth_jwt(p, j, a) : 0;
+}
+
+static void auth_config_release(struct sbx_auth_config *a)
+{
+	free(a->api_keys_file);
+	free(a->jwt_hs256_secret_file);
+	for (size_t i = 0; i < a->njwt_public_keys; i++)
+		free(a->jwt_public_keys[i]);
+	free(a->jwt_public_keys);
+	free(a->jwt_jwks_file);
+	free(a->jwt_issuer);
+	free(a->jwt_audience);
+	free(a->jwt_tenant_claim);
+	free(a->scoped_token_secret_file);
+}
+
+int config_check_credentials(const struct sbx_config *cfg, char *err, size_t errlen)
+{
+	const struct sbx_auth_config *a = &cfg->auth;
+	if (a->api_keys_file || a->jwt_hs256_secret_file || a->jwt_hs256_secret_env ||
+	    a->njwt_public_keys || a->jwt_jwks_file || a->insecure_dev_mode)
+		return 0;
+	if (errlen)
+		snprintf(err, errlen,
+			 "auth: no credentials are configured, so no request could be authenticated: set auth.api_keys_file (keys made with \"sandbox-controller keygen\"), or auth.jwt.hs256_secret_file, auth.jwt.public_keys or auth.jwt.jwks_file (or the SBX_JWT_HS256_SECRET variable); for local development only, \"auth: {insecure_dev_mode: true}\" serves every request as an anonymous admin (docs/authentication.md)");
+	return -EINVAL;
 }
 
 static int parse_root(struct pctx *p, yaml_node_t *root, struct sbx_config *cfg)
 {
 	static const char *const keys[] = { "namespace", "listen",    "kubernetes",
-					    "limits",    "log",       "templates" };
+					    "limits",    "log",       "templates",
+					    "auth",      "trusted_proxies", "audit",
+					    "tls",       "quotas" };
 	static const char *const sections[] = { "listen", "kubernetes", "log" };
 	if (is_null(root))
 		return PERR(p, "templates", "at least one template is required");
@@ -1260,6 +1586,10 @@ static int parse_root(struct pctx *p, yaml_node_t *root, struct sbx_config *cfg)
 	}
 	rc = parse_limits(p, root, cfg);
 	if (!rc)
+		rc = parse_auth(p, root, cfg);
+	if (!rc)
+		rc = parse_security(p, root, cfg);
+	if (!rc)
 		rc = parse_templates(p, root, cfg);
 	return rc;
 }
@@ -1279,6 +1609,16 @@ void config_free(struct sbx_config *cfg)
 	for (size_t i = 0; i < cfg->ntemplates; i++)
 		template_release(&cfg->templates[i]);
 	free(cfg->templates);
+	auth_config_release(&cfg->auth);
+	for (size_t i = 0; i < cfg->ntrusted_proxies; i++)
+		free(cfg->trusted_proxies[i]);
+	free(cfg->trusted_proxies);
+	free(cfg->audit_destination);
+	free(cfg->tls_cert_file);
+	free(cfg->tls_key_file);
+	for (size_t i = 0; i < cfg->ntenant_quotas; i++)
+		free(cfg->tenant_quotas[i].tenant);
+	free(cfg->tenant_quotas);
 	free(cfg);
 }
 
@@ -1297,7 +1637,17 @@ static struct sbx_config *config_defaults(void)
 	cfg->max_env_bytes = 32u << 10;
 	cfg->max_labels = 16;
 	cfg->create_timeout_s = 120;
-	if (!cfg->namespace || !cfg->listen_address || !cfg->log_level || !cfg->log_format) {
+	cfg->rate_enabled = true;
+	cfg->rate_principal = 20;
+	cfg->rate_principal_burst = 40;
+	cfg->rate_address = 1;
+	cfg->rate_address_burst = 20;
+	cfg->rate_max_keys = 10000;
+	cfg->auth.jwt_tenant_claim = strdup("tenant");
+	cfg->auth.jwt_leeway_s = 30;
+	cfg->audit_destination = strdup("stdout");
+	if (!cfg->namespace || !cfg->listen_address || !cfg->log_level || !cfg->log_format ||
+	    !cfg->auth.jwt_tenant_claim || !cfg->audit_destination) {
 		config_free(cfg);
 		return NULL;
 	}
@@ -1389,6 +1739,19 @@ static int apply_env(struct sbx_config *cfg, char *err, size_t errlen)
 		if (rc)
 			return rc;
 	}
+	/* the secret itself stays in the environment until auth_new reads it:
+	 * the configuration never holds a secret */
+	const char *hs = getenv("SBX_JWT_HS256_SECRET");
+	if (hs && *hs) {
+		if (cfg->auth.jwt_hs256_secret_file)
+			return cfg_err(err, errlen, "SBX_JWT_HS256_SECRET",
+				       "auth.jwt.hs256_secret_file is set too: use one of them");
+		cfg->auth.jwt_hs256_secret_env = true;
+	}
+	const char *dev = getenv("SBX_INSECURE_DEV_MODE");
+	if (dev && *dev)
+		return cfg_err(err, errlen, "SBX_INSECURE_DEV_MODE",
+			       "not supported: the insecure development mode can only be turned on in the configuration file (auth: {insecure_dev_mode: true})");
 	return 0;
 }
 

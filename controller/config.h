@@ -79,6 +79,43 @@ struct sbx_template {
 	int64_t memory_limit_bytes;
 };
 
+/*
+ * auth: where the credentials live (docs/authentication.md). Only paths and
+ * settings: no secret is ever held here. Every field is optional; whether the
+ * combination leaves any way to authenticate is config_check_credentials's
+ * question, not config_parse's.
+ */
+#define CONFIG_MAX_JWT_PUBLIC_KEYS 16
+
+struct sbx_auth_config {
+	char *api_keys_file;          /* auth.api_keys_file: YAML key file (hashes only) */
+	char *jwt_hs256_secret_file;  /* auth.jwt.hs256_secret_file */
+	bool jwt_hs256_secret_env;    /* set by config_load when SBX_JWT_HS256_SECRET
+					 is non-empty; auth_new reads the variable */
+	char **jwt_public_keys;       /* auth.jwt.public_keys: PEM files (RS256/ES256) */
+	size_t njwt_public_keys;      /* at most CONFIG_MAX_JWT_PUBLIC_KEYS */
+	char *jwt_jwks_file;          /* auth.jwt.jwks_file */
+	char *jwt_issuer;             /* auth.jwt.issuer: NULL = not checked */
+	char *jwt_audience;           /* auth.jwt.audience: NULL = not checked */
+	char *jwt_tenant_claim;       /* auth.jwt.tenant_claim; default "tenant" */
+	int64_t jwt_leeway_s;         /* auth.jwt.leeway; default 30 s, 0..600 s */
+	char *scoped_token_secret_file; /* NULL: a random secret per process */
+	bool insecure_dev_mode;       /* auth.insecure_dev_mode; file only, never
+					 from the environment or a flag */
+};
+
+/* Per-tenant limits on live sandboxes; 0 means no limit. */
+struct sbx_quota {
+	int64_t sandboxes;
+	int64_t cpu_milli;      /* sum of the templates' cpu limits */
+	int64_t memory_bytes;   /* sum of the templates' memory limits */
+};
+
+struct sbx_tenant_quota {
+	char *tenant;
+	struct sbx_quota q;
+};
+
 struct sbx_config {
 	char *namespace;          /* where sandboxes live; default "sandboxes" */
 	char *listen_address;     /* an IPv4 or IPv6 literal; default "0.0.0.0" */
@@ -94,12 +131,37 @@ struct sbx_config {
 	char *log_format;         /* "json" (default) or "text" */
 	struct sbx_template *templates;
 	size_t ntemplates;
+	struct sbx_auth_config auth;
+
+	/* limits.rate: token buckets (docs/security.md) */
+	bool rate_enabled;            /* limits.rate.enabled; default true */
+	double rate_principal;        /* limits.rate.per_principal.rate, per second; default 20 */
+	double rate_principal_burst;  /* limits.rate.per_principal.burst; default 40 */
+	double rate_address;          /* limits.rate.per_address.rate: failed or
+					 unauthenticated attempts; default 1 */
+	double rate_address_burst;    /* limits.rate.per_address.burst; default 20 */
+	size_t rate_max_keys;         /* limits.rate.max_keys; default 10000 */
+	char **trusted_proxies;       /* trusted_proxies: CIDRs whose X-Forwarded-For is believed */
+	size_t ntrusted_proxies;
+	char *audit_destination;      /* audit.destination: stdout (default), stderr or a path */
+	int audit_argv;               /* audit.argv: 0 full (default), 1 redacted, 2 hashed */
+	char *tls_cert_file;          /* tls.cert_file and tls.key_file: HTTPS when both set */
+	char *tls_key_file;
+	struct sbx_quota quota;       /* quotas.default: per tenant; 0 = no limit */
+	struct sbx_tenant_quota *tenant_quotas; /* quotas.tenants: overrides */
+	size_t ntenant_quotas;
 };
+
+/* The quota of a tenant: quotas.tenants[tenant] or quotas.default. */
+const struct sbx_quota *config_quota(const struct sbx_config *cfg, const char *tenant);
 
 /* Load and validate: path (may be NULL for defaults only, which then fail
  * validation for lack of templates), then the environment (SBX_NAMESPACE,
  * SBX_LISTEN_ADDRESS, SBX_PORT, SBX_KUBECONFIG, SBX_KUBE_CONTEXT,
- * SBX_LOG_LEVEL, SBX_LOG_FORMAT; an empty variable counts as unset), then argv
+ * SBX_LOG_LEVEL, SBX_LOG_FORMAT; an empty variable counts as unset;
+ * SBX_JWT_HS256_SECRET only sets auth.jwt_hs256_secret_env -- it is an error
+ * together with auth.jwt.hs256_secret_file -- and SBX_INSECURE_DEV_MODE is
+ * refused, since the insecure mode must be written in the file), then argv
  * flags (--config FILE is read first and replaces path; --namespace, --port,
  * --listen, --kubeconfig, --context, --log-level, --log-format, each as
  * "--flag VALUE" or "--flag=VALUE"; the last occurrence wins). argv[0] is the
@@ -112,6 +174,17 @@ struct sbx_config {
  * begin with the file's path. */
 int config_load(const char *path, int argc, char **argv, struct sbx_config **out,
 		char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* Secure by default: whether cfg configures at least one way to
+ * authenticate (auth.api_keys_file, a JWT key -- auth.jwt.hs256_secret_file,
+ * SBX_JWT_HS256_SECRET, auth.jwt.public_keys, auth.jwt.jwks_file) or
+ * explicitly turns on auth.insecure_dev_mode. Returns 0, or -EINVAL with a
+ * message in err that says how to configure credentials. Kept apart from
+ * config_parse/config_load (which accept a file without an auth section) so
+ * that main.c decides when to enforce it: the daemon calls it before it
+ * serves; tests and --help do not need credentials. */
+int config_check_credentials(const struct sbx_config *cfg, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
 
 /* Parse and validate a YAML string of len bytes (tests, fuzzers); no env or
  * flags applied. Same results as config_load. */

@@ -6,12 +6,16 @@
  * Signals: the first SIGINT/SIGTERM drains (readyz 503, new calls 503, calls in
  * flight finish, at most 25 s), then stops; a second one exits at once.
  */
+#include "audit.h"
+#include "auth.h"
+#include "client_addr.h"
 #include "config.h"
 #include "http_server.h"
 #include "kube_client.h"
 #include "kube_config.h"
 #include "kube_watch.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "reconciler.h"
 #include "sandbox_api.h"
 #include "sandbox_spec.h"
@@ -35,24 +39,44 @@
 #define DRAIN_MAX_MS 25000
 
 static volatile sig_atomic_t signals_seen;
+static volatile sig_atomic_t hup_seen;
 static volatile int stop_flag;
 static struct http_server *server;
+static struct sandbox_api_security sec;
+static struct sandbox_store *store;
 
 static void on_signal(int sig)
 {
-	(void)sig;
+	if (sig == SIGHUP) {
+		hup_seen = 1;
+		return;
+	}
 	if (++signals_seen >= 2)
 		_exit(130);
-	/* the drainer thread does the work */
+	/* the housekeeping thread does the work */
 }
 
-/* On the first signal: refuse new work, let calls in flight finish (at most
+/* Reload credentials when their files change (checked every second) or on
+ * SIGHUP (which also reopens the audit file, for log rotation). On the first
+ * SIGINT/SIGTERM: refuse new work, let calls in flight finish (at most
  * DRAIN_MAX_MS), then stop the loops. */
-static void *drainer_thread(void *ud)
+static void *housekeeping_thread(void *ud)
 {
 	struct sandbox_api *api = ud;
-	while (!signals_seen && !stop_flag)
+	int64_t next_reload = 0;
+	while (!signals_seen && !stop_flag) {
+		if (hup_seen) {
+			hup_seen = 0;
+			log_info("SIGHUP: reloading credentials and reopening the audit log");
+			(void)auth_reload(sec.auth, true);
+			if (audit_reopen(sec.audit) != 0)
+				log_warn("cannot reopen the audit log");
+		} else if (now_ms() >= next_reload) {
+			(void)auth_reload(sec.auth, false);
+			next_reload = now_ms() + 1000;
+		}
 		sleep_ms_interruptible(100, &stop_flag);
+	}
 	if (stop_flag)
 		return NULL;
 	sandbox_api_drain(api);
@@ -67,10 +91,80 @@ static void *drainer_thread(void *ud)
 	return NULL;
 }
 
+/* The reconciler deleted an expired sandbox: say so in the audit log. */
+static void audit_expired(void *ud, const char *id)
+{
+	(void)ud;
+	struct sandbox sb;
+	bool known = sandbox_store_get(store, id, &sb) == 0;
+	struct audit_event e = {
+		.principal_id = "reconciler",
+		.principal_kind = "system",
+		.tenant = known ? sb.tenant : NULL,
+		.action = AUDIT_SANDBOX_EXPIRE,
+		.sandbox_id = id,
+		.outcome = AUDIT_SUCCESS,
+	};
+	audit_record(sec.audit, &e);
+	if (known)
+		sandbox_release(&sb);
+}
+
+/* Build the limiters, client address rules, audit log and authentication
+ * from cfg. 0, or -1 with the reason logged. */
+static int security_new(const struct sbx_config *cfg)
+{
+	char err[512];
+	sec.auth = auth_new(&cfg->auth, err, sizeof(err));
+	if (!sec.auth) {
+		log_error("authentication: %s", err);
+		return -1;
+	}
+	if (cfg->rate_enabled) {
+		sec.per_principal = ratelimit_new(cfg->rate_principal, cfg->rate_principal_burst,
+						  cfg->rate_max_keys);
+		sec.per_address = ratelimit_new(cfg->rate_address, cfg->rate_address_burst,
+						cfg->rate_max_keys);
+		if (!sec.per_principal || !sec.per_address) {
+			log_error("cannot create the rate limiters");
+			return -1;
+		}
+	} else {
+		log_warn("rate limits are OFF (limits.rate.enabled: false)");
+	}
+	sec.audit_sampler = ratelimit_new(1, 1, cfg->rate_max_keys);
+	sec.client_addr = client_addr_new((const char *const *)cfg->trusted_proxies,
+					  cfg->ntrusted_proxies, err, sizeof(err));
+	if (!sec.client_addr || !sec.audit_sampler) {
+		log_error("%s", sec.client_addr ? "out of memory" : err);
+		return -1;
+	}
+	struct audit_opts ao = { .destination = cfg->audit_destination,
+				 .argv_mode = (enum audit_argv_mode)cfg->audit_argv };
+	sec.audit = audit_new(&ao, err, sizeof(err));
+	if (!sec.audit) {
+		log_error("audit log: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void security_free(void)
+{
+	auth_free(sec.auth);
+	ratelimit_free(sec.per_principal);
+	ratelimit_free(sec.per_address);
+	ratelimit_free(sec.audit_sampler);
+	client_addr_free(sec.client_addr);
+	audit_free(sec.audit);
+	memset(&sec, 0, sizeof(sec));
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: sandbox-controller [--config FILE] [options]\n"
+		"       sandbox-controller keygen --tenant T --scopes a,b [--expires 30d] [--id ID]\n"
 		"  --config FILE       YAML configuration (or $SBX_CONFIG); see docs/configuration.md\n"
 		"  --namespace NS      sandbox namespace (SBX_NAMESPACE)\n"
 		"  --listen ADDR       listen address (SBX_LISTEN_ADDRESS)\n"
@@ -121,6 +215,8 @@ static bool take_flag(int *argc, char **argv, const char *flag)
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "keygen") == 0)
+		return auth_keygen_main(argc - 1, argv + 1);
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
@@ -140,17 +236,23 @@ int main(int argc, char **argv)
 	}
 	log_setup((enum log_level)log_level_parse(cfg->log_level),
 		  strcmp(cfg->log_format, "text") == 0 ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON);
+	/* secure by default: no credentials configured, no start */
+	if (config_check_credentials(cfg, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandbox-controller: %s\n", err);
+		config_free(cfg);
+		return 2;
+	}
 
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	int status = 1;
 	struct kube_config *kcfg = NULL;
 	struct kube_client *kube = NULL;
-	struct sandbox_store *store = NULL;
 	struct kube_informer *inf = NULL;
 	struct workq *wq = NULL;
 	struct sandbox_api *api = NULL;
@@ -188,6 +290,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
+	if (security_new(cfg) != 0)
+		goto out;
 	store = sandbox_store_new();
 	struct kube_informer_opts io = {
 		.resource = &KUBE_RES_PODS,
@@ -198,13 +302,14 @@ int main(int argc, char **argv)
 					 .on_synced = sandbox_store_on_synced };
 	inf = store ? kube_informer_new(kube, &io, &ops, store) : NULL;
 	wq = workq_new(WORKERS, WORK_QUEUE);
-	api = inf && wq ? sandbox_api_new(cfg, kube, store, wq, inf) : NULL;
+	api = inf && wq ? sandbox_api_new(cfg, kube, store, wq, inf, &sec) : NULL;
 	struct reconciler_opts ro = {
 		.cfg = cfg,
 		.kube = kube,
 		.store = store,
 		.ensure_policies = ensure_policies,
 		.ensure_ud = api,
+		.on_expired = audit_expired,
 	};
 	rec = api ? reconciler_new(&ro) : NULL;
 	if (!rec) {
@@ -215,6 +320,9 @@ int main(int argc, char **argv)
 		.bind_address = cfg->listen_address,
 		.port = cfg->port,
 		.max_body = cfg->max_body_bytes,
+		.tls_cert_file = cfg->tls_cert_file,
+		.tls_key_file = cfg->tls_key_file,
+		.on_reply = sandbox_api_on_reply,
 	};
 	server = http_server_new(&ho, sandbox_api_handle, api, err, sizeof(err));
 	if (!server) {
@@ -224,13 +332,14 @@ int main(int argc, char **argv)
 	}
 	inf_started = pthread_create(&inf_th, NULL, informer_thread, inf) == 0;
 	rec_started = pthread_create(&rec_th, NULL, reconciler_thread, rec) == 0;
-	drain_started = pthread_create(&drain_th, NULL, drainer_thread, api) == 0;
+	drain_started = pthread_create(&drain_th, NULL, housekeeping_thread, api) == 0;
 	if (!inf_started || !rec_started || !drain_started) {
 		log_error("cannot start threads");
 		stop_flag = 1;
 		goto out;
 	}
-	log_info("listening on %s:%d", cfg->listen_address, http_server_port(server));
+	log_info("listening on %s://%s:%d", cfg->tls_cert_file ? "https" : "http",
+		 cfg->listen_address, http_server_port(server));
 	http_server_run(server, &stop_flag);
 	log_info("stopping: draining work in flight");
 	status = 0;
@@ -249,6 +358,7 @@ out:
 	http_server_free(server);
 	reconciler_free(rec);
 	sandbox_api_free(api);
+	security_free();
 	kube_informer_free(inf);
 	kube_client_free(kube);
 	kube_config_free(kcfg);

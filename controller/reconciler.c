@@ -107,6 +107,8 @@ static void expire(struct reconciler *r)
 			remember_deleted(r, ids[i], now);
 			STAT_ADD(r, expired_deleted, 1);
 			log_info("sandbox \"%s\" expired; deleted", ids[i]);
+			if (r->o.on_expired)
+				r->o.on_expired(r->o.expired_ud, ids[i]);
 		} else {
 			STAT_ADD(r, errors, 1);
 			log_warn("cannot delete expired sandbox \"%s\": %s: %s", ids[i],

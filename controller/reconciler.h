@@ -27,6 +27,9 @@ struct reconciler_opts {
 	struct sandbox_store *store;
 	int (*ensure_policies)(void *ud); /* may be NULL */
 	void *ensure_ud;
+	/* called after an expired sandbox was deleted (for the audit); may be NULL */
+	void (*on_expired)(void *ud, const char *id);
+	void *expired_ud;
 	int64_t expiry_interval_ms;       /* default 1000 */
 	int64_t policy_interval_ms;       /* default 30000 */
 };

@@ -240,8 +240,17 @@ struct waiter {
 	bool has_snap;
 };
 
+#define TOMBSTONES 256
+#define TOMBSTONE_MS 60000
+
 struct sandbox_store {
 	pthread_rwlock_t lock;
+	/* ids deleted recently, so that a late prime cannot resurrect them */
+	struct {
+		char id[SANDBOX_ID_MAX];
+		int64_t at_ms;
+	} tomb[TOMBSTONES];
+	size_t tomb_next;
 	struct sandbox **items; /* sorted by id */
 	size_t n, cap;
 	bool synced;
@@ -350,9 +359,20 @@ static void fire(struct waiter *fired)
 	}
 }
 
-void sandbox_store_on_event(void *ud, enum kube_event_type type, const cJSON *pod)
+static bool tombstoned(const struct sandbox_store *st, const char *name)
 {
-	struct sandbox_store *st = ud;
+	int64_t now = now_ms();
+	for (size_t i = 0; i < TOMBSTONES; i++)
+		if (st->tomb[i].at_ms && now - st->tomb[i].at_ms < TOMBSTONE_MS &&
+		    strcmp(st->tomb[i].id, name) == 0)
+			return true;
+	return false;
+}
+
+/* Apply an event; prime: only insert an unknown, not recently deleted Pod. */
+static void apply(struct sandbox_store *st, enum kube_event_type type, const cJSON *pod,
+		  bool prime)
+{
 	struct waiter *fired = NULL;
 	const cJSON *meta = get(pod, "metadata");
 	const char *name = get_str(meta, "name");
@@ -361,7 +381,12 @@ void sandbox_store_on_event(void *ud, enum kube_event_type type, const cJSON *po
 	pthread_rwlock_wrlock(&st->lock);
 	bool found;
 	size_t i = find(st, name, &found);
+	if (prime && (found || tombstoned(st, name)))
+		goto out;
 	if (type == KUBE_EVENT_DELETED) {
+		snprintf(st->tomb[st->tomb_next].id, SANDBOX_ID_MAX, "%s", name);
+		st->tomb[st->tomb_next].at_ms = now_ms();
+		st->tomb_next = (st->tomb_next + 1) % TOMBSTONES;
 		if (found) {
 			sandbox_release(st->items[i]);
 			free(st->items[i]);
@@ -408,6 +433,16 @@ void sandbox_store_on_event(void *ud, enum kube_event_type type, const cJSON *po
 out:
 	pthread_rwlock_unlock(&st->lock);
 	fire(fired);
+}
+
+void sandbox_store_on_event(void *ud, enum kube_event_type type, const cJSON *pod)
+{
+	apply(ud, type, pod, false);
+}
+
+void sandbox_store_prime(struct sandbox_store *st, const cJSON *pod)
+{
+	apply(st, KUBE_EVENT_ADDED, pod, true);
 }
 
 void sandbox_store_on_synced(void *ud)
@@ -558,3 +593,4 @@ void sandbox_store_usage(struct sandbox_store *st, const struct sbx_config *cfg,
 	}
 	pthread_rwlock_unlock(&st->lock);
 }
+

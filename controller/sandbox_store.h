@@ -66,6 +66,11 @@ void sandbox_store_free(struct sandbox_store *st);
 void sandbox_store_on_event(void *st, enum kube_event_type type, const cJSON *pod);
 void sandbox_store_on_synced(void *st);
 
+/* Read-your-writes: put a Pod the caller just created into the cache now,
+ * unless the informer already has it or saw it deleted in the last minute.
+ * (The watch delivers it a few milliseconds later and then wins.) */
+void sandbox_store_prime(struct sandbox_store *st, const cJSON *pod);
+
 bool sandbox_store_synced(struct sandbox_store *st);
 size_t sandbox_store_count(struct sandbox_store *st);
 

@@ -3,7 +3,7 @@
 # missing, build, start a local control plane (etcd + kube-apiserver + kwok
 # nodes, namespace "sandboxes" enforcing Pod Security "restricted"), and run
 # the controller against it in the foreground, serving the API on
-# http://127.0.0.1:8080 (try: curl -s localhost:8080/v1/templates). Ctrl-C
+# http://127.0.0.1:8080 with an admin API key kept in .dev/api-key. Ctrl-C
 # stops everything.
 # The cluster's kubeconfig is in .dev-cluster/kubeconfig while it runs.
 set -euo pipefail
@@ -11,7 +11,23 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/install-deps.sh
 scripts/build.sh build
+
+# The API needs credentials (there is no default): make an admin API key for
+# this checkout once, kept in .dev/ (git-ignored), and a config that uses it.
+dev=$root/.dev
+mkdir -p "$dev"
+chmod 700 "$dev"
+if [ ! -s "$dev/api-key" ]; then
+	umask 077
+	build/sandbox-controller keygen --tenant dev --scopes admin --id devadmin \
+		> "$dev/api-key" 2> "$dev/keygen.txt"
+	{ echo "keys:"; grep '^  - {' "$dev/keygen.txt"; } > "$dev/keys.yaml"
+fi
+{ cat docs/sample-config.yaml; echo; echo "auth: {api_keys_file: $dev/keys.yaml}"; } > "$dev/config.yaml"
+echo "dev: API key in .dev/api-key; try:"
+echo "  curl -s -H \"Authorization: Bearer \$(cat .dev/api-key)\" localhost:8080/v1/templates"
+
 # docs/sample-config.yaml: three templates; the API on 127.0.0.1:8080
 exec python3 tests/cluster/cluster.py run --dir "$root/.dev-cluster" -- \
-	"$root/build/sandbox-controller" --config "$root/docs/sample-config.yaml" \
+	"$root/build/sandbox-controller" --config "$dev/config.yaml" \
 	--listen 127.0.0.1 --log-format text "$@"

@@ -21,8 +21,18 @@ import pytest
 CONFIG = """
 namespace: {namespace}
 listen: {{address: 127.0.0.1, port: {port}}}
-limits: {{max_body_bytes: 65536, max_env_vars: 8, max_env_bytes: 1024, max_labels: 4, create_timeout: 30s}}
+limits:
+  max_body_bytes: 65536
+  max_env_vars: 8
+  max_env_bytes: 1024
+  max_labels: 4
+  create_timeout: 30s
+  rate: {{per_principal: {{rate: {rate}, burst: {burst}}}, per_address: {{rate: {arate}, burst: {aburst}}}}}
 log: {{level: info, format: json}}
+auth: {{api_keys_file: {keys_file}}}
+audit: {{destination: {audit_file}, argv: full}}
+quotas: {{tenants: {{tiny: {{sandboxes: 1}}}}}}
+{extra}
 templates:
   - name: python
     image: python:3.12-slim
@@ -124,18 +134,25 @@ class Kube:
 
 
 class Api:
-    """An HTTP client for the controller."""
+    """An HTTP client for the controller, calling as one principal."""
 
-    def __init__(self, base):
+    def __init__(self, base, token=None):
         self.base = base
+        self.token = token
+
+    def as_(self, token):
+        return Api(self.base, token)
 
     def call(self, method, path, body=None, raw=None, headers=None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.base + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
+        if self.token and not (headers and "Authorization" in headers):
+            req.add_header("Authorization", "Bearer " + self.token)
         for k, v in (headers or {}).items():
-            req.add_header(k, v)
+            if v is not None:
+                req.add_header(k, v)
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
                 text = r.read()
@@ -188,18 +205,62 @@ users:
     return path
 
 
+# The principals of the tests: name -> (tenant, scopes, how the key file holds it)
+PRINCIPALS = {
+    "acme": ("acme", "sandboxes:read,sandboxes:write,exec,files", None),
+    "acme_ro": ("acme", "sandboxes:read", None),
+    "other": ("other", "sandboxes:read,sandboxes:write", None),
+    "admin": ("ops", "admin", None),
+    "tiny": ("tiny", "sandboxes:read,sandboxes:write", None),
+    "expired": ("acme", "sandboxes:read", "expired"),
+    "revoked": ("acme", "sandboxes:read", "revoked"),
+}
+
+
+def make_keys(binary, path):
+    """Keys made by the daemon's own `keygen`, as an operator makes them.
+    Returns name -> key; writes the key file (hashes only) to path."""
+    keys, entries = {}, []
+    for name, (tenant, scopes, how) in PRINCIPALS.items():
+        out = subprocess.run([binary, "keygen", "--tenant", tenant, "--scopes", scopes,
+                              "--id", "e2e" + name.replace("_", "")],
+                             capture_output=True, text=True, check=True)
+        keys[name] = out.stdout.strip()
+        entry = [l for l in out.stderr.splitlines() if l.startswith("  - {")][0]
+        if how == "expired":
+            entry = entry[:-1] + ', expires: "2020-01-01T00:00:00Z"}'
+        elif how == "revoked":
+            entry = entry[:-1] + ", disabled: true}"
+        entries.append(entry)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("keys:\n" + "\n".join(entries) + "\n")
+    return keys
+
+
 class Controller:
-    def __init__(self, env, binary, workdir):
+    def __init__(self, env, binary, workdir, rate=1000, burst=1000, arate=1000, aburst=1000,
+                 extra=""):
         self.env = env
+        self.workdir = workdir
         self.kubeconfig = least_privilege_kubeconfig(env, workdir)
         self.binary = binary
         self.port = free_port()
+        self.keys_file = os.path.join(workdir, "keys.yaml")
+        self.keys = make_keys(binary, self.keys_file)
         self.config = os.path.join(workdir, "config.yaml")
-        with open(self.config, "w") as f:
-            f.write(CONFIG.format(namespace=env["KUBE_NAMESPACE"], port=self.port))
         self.log_path = os.path.join(workdir, "controller.log")
+        self.audit_path = os.path.join(workdir, "audit.log")
+        with open(self.config, "w") as f:
+            f.write(CONFIG.format(namespace=env["KUBE_NAMESPACE"], port=self.port,
+                                  keys_file=self.keys_file, audit_file=self.audit_path,
+                                  rate=rate, burst=burst, arate=arate, aburst=aburst,
+                                  extra=extra))
         self.proc = None
-        self.api = Api(f"http://127.0.0.1:{self.port}")
+        self.api = Api(f"http://127.0.0.1:{self.port}", self.keys["acme"])
+
+    def as_(self, name):
+        return self.api.as_(self.keys[name])
 
     def start(self):
         log = open(self.log_path, "a")
@@ -235,6 +296,14 @@ class Controller:
     def log(self):
         with open(self.log_path) as f:
             return f.read()
+
+    def audit(self):
+        """The audit records so far, parsed (every line must be valid JSON)."""
+        try:
+            with open(self.audit_path) as f:
+                return [json.loads(l) for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
 
 
 @pytest.fixture(scope="session")

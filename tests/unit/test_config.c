@@ -1007,6 +1007,187 @@ static void test_load_env_and_flags(void)
 	CHECK(cfg == NULL);
 }
 
+/* ---- auth ---- */
+
+static void test_auth_section(void)
+{
+	struct sbx_config *cfg = NULL;
+	char err[1024] = "";
+
+	/* absent: defaults, and config_parse does not insist on credentials,
+	 * config_check_credentials does */
+	CHECK_INT(config_parse(base, strlen(base), &cfg, err, sizeof(err)), 0);
+	REQUIRE(cfg);
+	CHECK(cfg->auth.api_keys_file == NULL);
+	CHECK(cfg->auth.jwt_hs256_secret_file == NULL);
+	CHECK(!cfg->auth.jwt_hs256_secret_env);
+	CHECK_INT(cfg->auth.njwt_public_keys, 0);
+	CHECK(cfg->auth.jwt_jwks_file == NULL);
+	CHECK(cfg->auth.jwt_issuer == NULL);
+	CHECK(cfg->auth.jwt_audience == NULL);
+	CHECK_STR(cfg->auth.jwt_tenant_claim, "tenant");
+	CHECK_INT(cfg->auth.jwt_leeway_s, 30);
+	CHECK(cfg->auth.scoped_token_secret_file == NULL);
+	CHECK(!cfg->auth.insecure_dev_mode);
+	CHECK_INT(config_check_credentials(cfg, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "auth: no credentials are configured") != NULL);
+	CHECK(strstr(err, "auth.api_keys_file") != NULL);
+	CHECK(strstr(err, "insecure_dev_mode") != NULL);
+	config_free(cfg);
+
+	/* every key */
+	char *full = malloc(strlen(base) + 1024);
+	REQUIRE(full);
+	sprintf(full,
+		"auth:\n"
+		"  api_keys_file: /etc/sbx/keys/keys.yaml\n"
+		"  jwt:\n"
+		"    hs256_secret_file: /etc/sbx/jwt/hs256\n"
+		"    public_keys: [/etc/sbx/jwt/rs.pem, /etc/sbx/jwt/es.pem]\n"
+		"    jwks_file: /etc/sbx/jwt/jwks.json\n"
+		"    issuer: https://issuer.example\n"
+		"    audience: sandbox-controller\n"
+		"    tenant_claim: https://example.com/tenant\n"
+		"    leeway: 1m\n"
+		"  scoped_token_secret_file: /etc/sbx/scoped/secret\n"
+		"  insecure_dev_mode: false\n%s",
+		base);
+	int rc = config_parse(full, strlen(full), &cfg, err, sizeof(err));
+	free(full);
+	if (rc)
+		fprintf(stderr, "  auth full: %s\n", err);
+	CHECK_INT(rc, 0);
+	REQUIRE(cfg);
+	CHECK_STR(cfg->auth.api_keys_file, "/etc/sbx/keys/keys.yaml");
+	CHECK_STR(cfg->auth.jwt_hs256_secret_file, "/etc/sbx/jwt/hs256");
+	REQUIRE(cfg->auth.njwt_public_keys == 2);
+	CHECK_STR(cfg->auth.jwt_public_keys[0], "/etc/sbx/jwt/rs.pem");
+	CHECK_STR(cfg->auth.jwt_public_keys[1], "/etc/sbx/jwt/es.pem");
+	CHECK_STR(cfg->auth.jwt_jwks_file, "/etc/sbx/jwt/jwks.json");
+	CHECK_STR(cfg->auth.jwt_issuer, "https://issuer.example");
+	CHECK_STR(cfg->auth.jwt_audience, "sandbox-controller");
+	CHECK_STR(cfg->auth.jwt_tenant_claim, "https://example.com/tenant");
+	CHECK_INT(cfg->auth.jwt_leeway_s, 60);
+	CHECK_STR(cfg->auth.scoped_token_secret_file, "/etc/sbx/scoped/secret");
+	CHECK(!cfg->auth.insecure_dev_mode);
+	CHECK_INT(config_check_credentials(cfg, err, sizeof(err)), 0);
+	config_free(cfg);
+
+	/* each credential alone is enough; so is the explicit insecure mode;
+	 * a scoped token secret alone is not (it authenticates nobody) */
+	static const struct {
+		const char *prefix;
+		int want;
+	} creds[] = {
+		{ "auth: {api_keys_file: /k}\n", 0 },
+		{ "auth: {jwt: {hs256_secret_file: /s}}\n", 0 },
+		{ "auth: {jwt: {public_keys: [/p.pem]}}\n", 0 },
+		{ "auth: {jwt: {jwks_file: /j.json}}\n", 0 },
+		{ "auth: {insecure_dev_mode: true}\n", 0 },
+		{ "auth: {insecure_dev_mode: false}\n", -EINVAL },
+		{ "auth: {scoped_token_secret_file: /s}\n", -EINVAL },
+		{ "auth: {jwt: {public_keys: [], issuer: x}}\n", -EINVAL },
+		{ "auth: {}\n", -EINVAL },
+		{ "auth:\n", -EINVAL },
+	};
+	char buf[4096];
+	for (size_t i = 0; i < ARRAY_SIZE(creds); i++) {
+		snprintf(buf, sizeof(buf), "%s%s", creds[i].prefix, base);
+		rc = config_parse(buf, strlen(buf), &cfg, err, sizeof(err));
+		CHECK_INT(rc, 0);
+		if (rc) {
+			fprintf(stderr, "  creds[%zu]: %s\n", i, err);
+			continue;
+		}
+		rc = config_check_credentials(cfg, err, sizeof(err));
+		if (rc != creds[i].want)
+			fprintf(stderr, "  creds[%zu]: check_credentials %d\n", i, rc);
+		CHECK_INT(rc, creds[i].want);
+		config_free(cfg);
+	}
+
+	/* every error names its key */
+	static const struct {
+		const char *prefix, *want;
+	} cases[] = {
+		{ "auth: [a]\n", "auth: expected a mapping, found a list" },
+		{ "auth: {api_key_file: /k}\n", "auth.api_key_file: unknown key" },
+		{ "auth: {api_keys_file: \"\"}\n", "auth.api_keys_file: must not be empty" },
+		{ "auth: {api_keys_file: [a]}\n", "auth.api_keys_file: expected a scalar" },
+		{ "auth: {api_keys_file: \"/a\\tb\"}\n", "auth.api_keys_file: must not contain control characters" },
+		{ "auth: {scoped_token_secret_file: \"\"}\n", "auth.scoped_token_secret_file: must not be empty" },
+		{ "auth: {insecure_dev_mode: yes}\n", "auth.insecure_dev_mode: \"yes\" is not a boolean (true or false)" },
+		{ "auth: {insecure_dev_mode: 1}\n", "auth.insecure_dev_mode: \"1\" is not a boolean" },
+		{ "auth: {secret: x}\n", "auth.secret: unknown key" },
+		{ "auth: {jwt: x}\n", "auth.jwt: expected a mapping, found a scalar" },
+		{ "auth: {jwt: {alg: HS256}}\n", "auth.jwt.alg: unknown key" },
+		{ "auth: {jwt: {hs256_secret: abc}}\n", "auth.jwt.hs256_secret: unknown key" },
+		{ "auth: {jwt: {hs256_secret_file: \"\"}}\n", "auth.jwt.hs256_secret_file: must not be empty" },
+		{ "auth: {jwt: {jwks_file: {a: b}}}\n", "auth.jwt.jwks_file: expected a scalar, found a mapping" },
+		{ "auth: {jwt: {public_keys: /a.pem}}\n", "auth.jwt.public_keys: expected a list of PEM file paths, found a scalar" },
+		{ "auth: {jwt: {public_keys: [/a.pem, /a.pem]}}\n", "auth.jwt.public_keys[1]: the same file as auth.jwt.public_keys[0]" },
+		{ "auth: {jwt: {public_keys: [\"\"]}}\n", "auth.jwt.public_keys[0]: must be a file path" },
+		{ "auth: {jwt: {public_keys: [[a]]}}\n", "auth.jwt.public_keys[0]: expected a scalar" },
+		{ "auth: {jwt: {public_keys: [/a, /b, /c, /d, /e, /f, /g, /h, /i, /j, /k, /l, /m, /n, /o, /p, /q]}}\n",
+		  "auth.jwt.public_keys: too many files (at most 16)" },
+		{ "auth: {jwt: {issuer: \"\"}}\n", "auth.jwt.issuer: must not be empty" },
+		{ "auth: {jwt: {audience: \"a\\nb\"}}\n", "auth.jwt.audience: must not contain control characters" },
+		{ "auth: {jwt: {tenant_claim: \"\"}}\n", "auth.jwt.tenant_claim: must not be empty" },
+		{ "auth: {jwt: {leeway: soon}}\n", "auth.jwt.leeway: \"soon\" is not a duration" },
+		{ "auth: {jwt: {leeway: 11m}}\n", "auth.jwt.leeway: must be at most 600s" },
+		{ "auth: {jwt: {leeway: -1}}\n", "auth.jwt.leeway: \"-1\" is not a duration" },
+		{ "auth: {api_keys_file: /a}\nauth: {api_keys_file: /b}\n", "auth: duplicate key" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		snprintf(buf, sizeof(buf), "%s%s", cases[i].prefix, base);
+		expect_error_at(__FILE__, __LINE__, buf, strlen(buf), cases[i].want);
+	}
+	/* leeway 0 is allowed; an empty jwt mapping is fine */
+	snprintf(buf, sizeof(buf), "auth: {jwt: {leeway: 0}}\n%s", base);
+	CHECK_INT(config_parse(buf, strlen(buf), &cfg, err, sizeof(err)), 0);
+	if (cfg)
+		CHECK_INT(cfg->auth.jwt_leeway_s, 0);
+	config_free(cfg);
+
+	/* the environment: SBX_JWT_HS256_SECRET is noted (never copied), and
+	 * SBX_INSECURE_DEV_MODE is refused */
+	clear_env();
+	char *argv0[] = { "sandbox-controller", NULL };
+	const char *plain = write_tmp("auth-plain.yaml", base);
+	setenv("SBX_JWT_HS256_SECRET", "0123456789abcdef0123456789abcdef", 1);
+	CHECK_INT(load(plain, 1, argv0, &cfg, err, sizeof(err)), 0);
+	REQUIRE(cfg);
+	CHECK(cfg->auth.jwt_hs256_secret_env);
+	CHECK_INT(config_check_credentials(cfg, err, sizeof(err)), 0);
+	config_free(cfg);
+	snprintf(buf, sizeof(buf), "auth: {jwt: {hs256_secret_file: /s}}\n%s", base);
+	const char *withfile = write_tmp("auth-file.yaml", buf);
+	CHECK_INT(load(withfile, 1, argv0, &cfg, err, sizeof(err)), -EINVAL);
+	CHECK(cfg == NULL);
+	CHECK(strstr(err, "SBX_JWT_HS256_SECRET: auth.jwt.hs256_secret_file is set too") != NULL);
+	CHECK(strstr(err, "0123456789abcdef") == NULL); /* never the secret */
+	setenv("SBX_JWT_HS256_SECRET", "", 1);
+	CHECK_INT(load(withfile, 1, argv0, &cfg, err, sizeof(err)), 0);
+	if (cfg)
+		CHECK(!cfg->auth.jwt_hs256_secret_env);
+	config_free(cfg);
+	unsetenv("SBX_JWT_HS256_SECRET");
+
+	setenv("SBX_INSECURE_DEV_MODE", "1", 1);
+	plain = write_tmp("auth-plain.yaml", base);
+	CHECK_INT(load(plain, 1, argv0, &cfg, err, sizeof(err)), -EINVAL);
+	CHECK(cfg == NULL);
+	CHECK(strstr(err, "SBX_INSECURE_DEV_MODE: not supported") != NULL);
+	setenv("SBX_INSECURE_DEV_MODE", "", 1);
+	CHECK_INT(load(plain, 1, argv0, &cfg, err, sizeof(err)), 0);
+	config_free(cfg);
+	unsetenv("SBX_INSECURE_DEV_MODE");
+	/* and there is no flag for it */
+	char *argv1[] = { "sandbox-controller", "--insecure-dev-mode", NULL };
+	CHECK_INT(load(plain, 2, argv1, &cfg, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "--insecure-dev-mode: unknown flag") != NULL);
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sbx-test-config-XXXXXX");
@@ -1022,6 +1203,7 @@ int main(void)
 	RUN(test_quantities);
 	RUN(test_durations);
 	RUN(test_load_env_and_flags);
+	RUN(test_auth_section);
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)

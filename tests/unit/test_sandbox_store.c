@@ -341,6 +341,30 @@ static void test_usage(void)
 	sandbox_store_free(st);
 }
 
+static void test_prime(void)
+{
+	struct sandbox_store *st = sandbox_store_new();
+	struct sandbox sb;
+	const char *id = cJSON_GetObjectItemCaseSensitive(
+		cJSON_GetObjectItemCaseSensitive(ev_obj(0), "metadata"), "name")->valuestring;
+	/* the created Pod is visible at once */
+	sandbox_store_prime(st, ev_obj(0));
+	CHECK_INT(sandbox_store_get(st, id, &sb), 0);
+	CHECK_INT(sb.state, SANDBOX_PENDING);
+	sandbox_release(&sb);
+	/* the informer's newer state wins, and a late prime does not undo it */
+	sandbox_store_on_event(st, KUBE_EVENT_MODIFIED, ev_obj(1));
+	sandbox_store_prime(st, ev_obj(0));
+	CHECK_INT(sandbox_store_get(st, id, &sb), 0);
+	CHECK_INT(sb.state, SANDBOX_READY);
+	sandbox_release(&sb);
+	/* nor does it resurrect a deleted sandbox */
+	sandbox_store_on_event(st, KUBE_EVENT_DELETED, ev_obj(4));
+	sandbox_store_prime(st, ev_obj(0));
+	CHECK_INT(sandbox_store_get(st, id, &sb), -ENOENT);
+	sandbox_store_free(st);
+}
+
 int main(void)
 {
 	load_recording();
@@ -349,6 +373,7 @@ int main(void)
 	RUN(test_list_pages_expiry);
 	RUN(test_waiter_timeout_and_gone);
 	RUN(test_usage);
+	RUN(test_prime);
 	for (int i = 0; i < nevents; i++)
 		cJSON_Delete(events[i]);
 	return test_summary();

@@ -1,0 +1,248 @@
+"""End-to-end: authentication, scopes, tenants, scoped tokens, quotas, rate
+limits and audit, against the built daemon and the real control plane. A row
+per attack, each asserting the exact answer."""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+import time
+
+import pytest
+
+from conftest import Controller
+
+
+def create(api, template="python", **kw):
+    body = {"template": template}
+    body.update(kw)
+    return api.call("POST", "/v1/sandboxes", body)
+
+
+def wait_until(fn, timeout=20, interval=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if fn():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned_jwt(alg="none", **claims):
+    head = b64u(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = b64u(json.dumps(claims).encode())
+    return f"{head}.{body}."
+
+
+@pytest.fixture(scope="module")
+def mine(controller):
+    """A sandbox of tenant acme, and one of tenant other."""
+    a = controller.as_("acme")
+    o = controller.as_("other")
+    s1, sb_a, _ = create(a, labels={"who": "acme"})
+    s2, sb_o, _ = create(o, labels={"who": "other"})
+    assert s1 == 201 and s2 == 201
+    yield sb_a["id"], sb_o["id"]
+    a.call("DELETE", "/v1/sandboxes/" + sb_a["id"])
+    o.call("DELETE", "/v1/sandboxes/" + sb_o["id"])
+
+
+BAD_CREDENTIALS = [
+    ("missing", None),
+    ("not bearer", "Basic YWRtaW46YWRtaW4="),
+    ("bearer without token", "Bearer "),
+    ("malformed key", "Bearer sbx_!!!_x"),
+    ("unknown key id", "Bearer sbx_nosuchkey1_" + "a" * 52),
+    ("alg none", "Bearer " + unsigned_jwt(sub="x", tenant="acme", exp=9999999999)),
+    ("garbage jwt", "Bearer a.b.c"),
+]
+
+
+@pytest.mark.parametrize("name,header", BAD_CREDENTIALS, ids=[c[0] for c in BAD_CREDENTIALS])
+def test_bad_credentials_are_401(controller, name, header):
+    api = controller.api.as_(None)
+    status, body, headers = api.call("GET", "/v1/sandboxes", headers={"Authorization": header})
+    assert status == 401, body
+    assert body["error"]["code"] == "unauthorized"
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_wrong_secret_expired_and_revoked_keys(controller):
+    key = controller.keys["acme"]
+    tampered = key[:-1] + ("a" if key[-1] != "a" else "b")
+    for k in (tampered, controller.keys["expired"], controller.keys["revoked"]):
+        status, body, _ = controller.api.as_(k).call("GET", "/v1/sandboxes")
+        assert status == 401, k[:12]
+
+
+def test_health_needs_no_credentials(controller):
+    api = controller.api.as_(None)
+    assert api.call("GET", "/healthz")[0] == 200
+    assert api.call("GET", "/readyz")[0] == 200
+    # but nothing else, not even a 404 or 405 leaks without them
+    assert api.call("GET", "/v1/nothing-here")[0] == 401
+    assert api.call("PUT", "/v1/sandboxes")[0] == 401
+
+
+def test_scope_per_endpoint(controller, mine):
+    ro = controller.as_("acme_ro")
+    sid = mine[0]
+    assert ro.call("GET", "/v1/sandboxes/" + sid)[0] == 200
+    assert ro.call("GET", "/v1/templates")[0] == 200
+    for method, path, body in (("POST", "/v1/sandboxes", {"template": "python"}),
+                               ("DELETE", "/v1/sandboxes/" + sid, None),
+                               ("POST", f"/v1/sandboxes/{sid}/timeout", {"timeout_seconds": 60}),
+                               ("POST", f"/v1/sandboxes/{sid}/tokens", {"ttl_seconds": 60, "scopes": ["exec"]})):
+        status, err, _ = ro.call(method, path, body)
+        assert status == 403, (method, path, err)
+        assert err["error"]["code"] == "forbidden"
+        assert "sandboxes:write" in err["error"]["message"]
+
+
+def test_cross_tenant_is_404(controller, mine):
+    acme_sb, other_sb = mine
+    o = controller.as_("other")
+    for method, path, body in (("GET", "/v1/sandboxes/" + acme_sb, None),
+                               ("DELETE", "/v1/sandboxes/" + acme_sb, None),
+                               ("POST", f"/v1/sandboxes/{acme_sb}/timeout", {"timeout_seconds": 60}),
+                               ("POST", f"/v1/sandboxes/{acme_sb}/tokens", {"ttl_seconds": 60, "scopes": ["sandboxes:read"]})):
+        status, err, _ = o.call(method, path, body)
+        assert status == 404, (method, path, err)
+        assert err["error"]["code"] == "not_found"
+    # lists show only one's own tenant; admin sees every tenant
+    ids_other = [s["id"] for s in o.call("GET", "/v1/sandboxes?limit=1000")[1]["items"]]
+    assert other_sb in ids_other and acme_sb not in ids_other
+    ids_admin = [s["id"] for s in controller.as_("admin").call("GET", "/v1/sandboxes?limit=1000")[1]["items"]]
+    assert {acme_sb, other_sb} <= set(ids_admin)
+    # the sandbox still exists for its owner
+    assert controller.as_("acme").call("GET", "/v1/sandboxes/" + acme_sb)[0] == 200
+
+
+def test_scoped_token(controller, mine):
+    acme_sb, other_sb = mine
+    a = controller.as_("acme")
+    status, tok, _ = a.call("POST", f"/v1/sandboxes/{acme_sb}/tokens",
+                            {"ttl_seconds": 2, "scopes": ["sandboxes:read"]})
+    assert status == 201, tok
+    assert tok["sandbox"] == acme_sb and tok["scopes"] == ["sandboxes:read"]
+    t = a.as_(tok["token"])
+    assert t.call("GET", "/v1/sandboxes/" + acme_sb)[0] == 200
+    # not another sandbox, not the list, not a create, not a write
+    assert t.call("GET", "/v1/sandboxes/" + other_sb)[0] == 404
+    assert t.call("GET", "/v1/sandboxes")[0] == 403
+    assert create(t)[0] == 403
+    assert t.call("DELETE", "/v1/sandboxes/" + acme_sb)[0] == 403
+    # a scope the issuer does not hold cannot be delegated
+    status, err, _ = controller.as_("acme_ro").call(
+        "POST", f"/v1/sandboxes/{acme_sb}/tokens", {"ttl_seconds": 60, "scopes": ["exec"]})
+    assert status == 403
+    # bad requests
+    for body, code in (({"ttl_seconds": 60, "scopes": ["admin"]}, "invalid_scope"),
+                       ({"ttl_seconds": 0, "scopes": ["exec"]}, "invalid_token_request"),
+                       ({"ttl_seconds": 60, "scopes": []}, "invalid_token_request"),
+                       ({"ttl_seconds": 60}, "missing_field")):
+        status, err, _ = a.call("POST", f"/v1/sandboxes/{acme_sb}/tokens", body)
+        assert err["error"]["code"] == code, body
+    # expiry
+    time.sleep(3.5)
+    assert t.call("GET", "/v1/sandboxes/" + acme_sb)[0] == 401
+
+
+def test_scoped_token_dies_with_its_sandbox(controller):
+    a = controller.as_("acme")
+    status, sb, _ = create(a)
+    assert status == 201
+    status, tok, _ = a.call("POST", f"/v1/sandboxes/{sb['id']}/tokens",
+                            {"ttl_seconds": 600, "scopes": ["sandboxes:read"]})
+    assert status == 201
+    assert a.call("DELETE", "/v1/sandboxes/" + sb["id"])[0] == 204
+    t = a.as_(tok["token"])
+    assert wait_until(lambda: t.call("GET", "/v1/sandboxes/" + sb["id"])[0] == 404)
+
+
+def test_quota(controller):
+    tiny = controller.as_("tiny")
+    status, first, _ = create(tiny)
+    assert status == 201
+    status, err, _ = create(tiny)
+    assert status == 429
+    assert err["error"]["code"] == "quota_exceeded"
+    assert "sandboxes quota" in err["error"]["message"]
+    assert tiny.call("DELETE", "/v1/sandboxes/" + first["id"])[0] == 204
+    # once the first is gone the quota has room again
+    assert wait_until(lambda: tiny.call("GET", "/v1/sandboxes/" + first["id"])[0] == 404)
+    status, again, _ = create(tiny)
+    assert status == 201
+    assert tiny.call("DELETE", "/v1/sandboxes/" + again["id"])[0] == 204
+
+
+def test_audit_records_and_no_secrets(controller):
+    a = controller.as_("acme")
+    secret_env = "env-secret-" + str(time.time())
+    status, sb, headers = create(a, env={"TOKEN": secret_env}, wait=False)
+    assert status == 201
+    rid = headers["X-Request-Id"]
+    assert a.call("DELETE", "/v1/sandboxes/" + sb["id"])[0] == 204
+    controller.api.as_(None).call("GET", "/v1/sandboxes",
+                                  headers={"Authorization": "Bearer sbx_nosuchkey2_" + "b" * 52})
+    time.sleep(0.5)
+    records = controller.audit()
+    created = [r for r in records if r.get("action") == "sandbox.create" and r.get("request_id") == rid]
+    assert len(created) == 1
+    r = created[0]
+    assert r["outcome"] == "success" and r["status"] == 201
+    assert r["tenant"] == "acme" and r["sandbox"] == sb["id"]
+    assert r["principal"] == "e2eacme" or r.get("principal", {}) != ""
+    assert r["client_addr"] == "127.0.0.1"
+    assert any(x.get("action") == "sandbox.delete" and x.get("sandbox") == sb["id"] for x in records)
+    fails = [x for x in records if x.get("action") == "auth.failure"]
+    assert fails and all(x["outcome"] == "denied" and x["status"] == 401 and x.get("reason") for x in fails)
+    # no secret anywhere: keys, scoped tokens, env values
+    text = open(controller.audit_path).read() + controller.log()
+    for k in controller.keys.values():
+        assert k not in text
+        assert k.split("_")[-1] not in text
+    assert secret_env not in text
+    assert "nosuchkey2_bbbb" not in text
+
+
+@pytest.fixture(scope="module")
+def limited(cluster_env):
+    binary = os.environ["SBX_BINARY"]
+    c = Controller(cluster_env, binary, tempfile.mkdtemp(prefix="sbx-e2e-rl-"),
+                   rate=2, burst=3, arate=1, aburst=3)
+    c.start()
+    yield c
+    c.stop()
+
+
+def test_rate_limit_per_principal_trips_and_recovers(limited):
+    a = limited.as_("acme")
+    statuses = [a.call("GET", "/v1/templates") for _ in range(6)]
+    codes = [s[0] for s in statuses]
+    assert codes[:3] == [200, 200, 200]
+    refused = [s for s in statuses if s[0] == 429]
+    assert refused, codes
+    assert refused[0][1]["error"]["code"] == "rate_limited"
+    assert int(refused[0][2]["Retry-After"]) >= 1
+    # another principal is not affected
+    assert limited.as_("other").call("GET", "/v1/templates")[0] == 200
+    time.sleep(int(refused[0][2]["Retry-After"]) + 0.2)
+    assert a.call("GET", "/v1/templates")[0] == 200
+
+
+def test_rate_limit_per_address_on_failures(limited):
+    bad = limited.api.as_("sbx_nosuchkey3_" + "c" * 52)
+    codes = [bad.call("GET", "/v1/templates")[0] for _ in range(5)]
+    assert codes[:3] == [401, 401, 401]
+    assert 429 in codes
+    # the address is refused before its credentials are looked at, briefly
+    status, body, headers = limited.as_("other").call("GET", "/v1/templates")
+    if status == 429:
+        time.sleep(int(headers["Retry-After"]) + 0.2)
+    assert wait_until(lambda: limited.as_("other").call("GET", "/v1/templates")[0] == 200, timeout=10)
