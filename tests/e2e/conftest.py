@@ -5,6 +5,8 @@ driven over HTTP exactly as a client would.
 Environment (set by CTest): SBX_CLUSTER_ENV (the cluster's env file) and
 SBX_BINARY (the daemon)."""
 import base64
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -29,7 +31,13 @@ limits:
   create_timeout: 30s
   rate: {{per_principal: {{rate: {rate}, burst: {burst}}}, per_address: {{rate: {arate}, burst: {aburst}}}}}
 log: {{level: info, format: json}}
-auth: {{api_keys_file: {keys_file}}}
+auth:
+  api_keys_file: {keys_file}
+  jwt:
+    hs256_secret_file: {hs256_file}
+    jwks_file: {jwks_file}
+    issuer: https://issuer.test
+    audience: sandbox-controller
 audit: {{destination: {audit_file}, argv: full}}
 quotas: {{tenants: {{tiny: {{sandboxes: 1}}}}}}
 {extra}
@@ -205,6 +213,68 @@ users:
     return path
 
 
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class JwtMaker:
+    """An identity provider for the tests: an HS256 secret and an RSA key
+    published as a JWKS (kid "k1"), made with the openssl CLI; signs tokens
+    the way a real provider would, and forges them the way attackers do."""
+
+    ISSUER = "https://issuer.test"
+    AUDIENCE = "sandbox-controller"
+
+    def __init__(self, workdir):
+        self.dir = workdir
+        self.secret = os.urandom(48)
+        self.hs256_file = os.path.join(workdir, "hs256.secret")
+        fd = os.open(self.hs256_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.secret)
+        self.rsa_key = os.path.join(workdir, "rsa.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                        "rsa_keygen_bits:2048", "-out", self.rsa_key], check=True,
+                       capture_output=True)
+        pub = subprocess.run(["openssl", "pkey", "-in", self.rsa_key, "-pubout"], check=True,
+                             capture_output=True).stdout
+        self.rsa_public_pem = pub
+        mod = subprocess.run(["openssl", "rsa", "-in", self.rsa_key, "-noout", "-modulus"],
+                             check=True, capture_output=True, text=True).stdout
+        n = bytes.fromhex(mod.strip().split("=", 1)[1])
+        self.jwks_file = os.path.join(workdir, "jwks.json")
+        with open(self.jwks_file, "w") as f:
+            json.dump({"keys": [{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+                                 "n": b64u(n), "e": "AQAB"}]}, f)
+
+    def claims(self, **over):
+        now = int(time.time())
+        c = {"sub": "alice", "tenant": "acme", "iss": self.ISSUER, "aud": self.AUDIENCE,
+             "iat": now, "exp": now + 600, "scope": "sandboxes:read sandboxes:write"}
+        c.update(over)
+        return {k: v for k, v in c.items() if v is not None}
+
+    @staticmethod
+    def _segments(header, claims):
+        return (b64u(json.dumps(header).encode()) + "." +
+                b64u(json.dumps(claims).encode()))
+
+    def hs256(self, claims, secret=None, header=None):
+        signing = self._segments(header or {"alg": "HS256", "typ": "JWT"}, claims)
+        sig = hmac.new(secret if secret is not None else self.secret, signing.encode(),
+                       hashlib.sha256).digest()
+        return signing + "." + b64u(sig)
+
+    def rs256(self, claims, kid="k1"):
+        header = {"alg": "RS256", "typ": "JWT"}
+        if kid:
+            header["kid"] = kid
+        signing = self._segments(header, claims)
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.rsa_key],
+                             input=signing.encode(), check=True, capture_output=True).stdout
+        return signing + "." + b64u(sig)
+
+
 # The principals of the tests: name -> (tenant, scopes, how the key file holds it)
 PRINCIPALS = {
     "acme": ("acme", "sandboxes:read,sandboxes:write,exec,files", None),
@@ -248,12 +318,14 @@ class Controller:
         self.port = free_port()
         self.keys_file = os.path.join(workdir, "keys.yaml")
         self.keys = make_keys(binary, self.keys_file)
+        self.jwt = JwtMaker(workdir)
         self.config = os.path.join(workdir, "config.yaml")
         self.log_path = os.path.join(workdir, "controller.log")
         self.audit_path = os.path.join(workdir, "audit.log")
         with open(self.config, "w") as f:
             f.write(CONFIG.format(namespace=env["KUBE_NAMESPACE"], port=self.port,
                                   keys_file=self.keys_file, audit_file=self.audit_path,
+                                  hs256_file=self.jwt.hs256_file, jwks_file=self.jwt.jwks_file,
                                   rate=rate, burst=burst, arate=arate, aburst=aburst,
                                   extra=extra))
         self.proc = None

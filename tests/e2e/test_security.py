@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import Controller
+from conftest import Controller, b64u
 
 
 def create(api, template="python", **kw):
@@ -27,10 +27,6 @@ def wait_until(fn, timeout=20, interval=0.2):
             return True
         time.sleep(interval)
     return False
-
-
-def b64u(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def unsigned_jwt(alg="none", **claims):
@@ -202,13 +198,25 @@ def test_audit_records_and_no_secrets(controller):
     assert any(x.get("action") == "sandbox.delete" and x.get("sandbox") == sb["id"] for x in records)
     fails = [x for x in records if x.get("action") == "auth.failure"]
     assert fails and all(x["outcome"] == "denied" and x["status"] == 401 and x.get("reason") for x in fails)
-    # no secret anywhere: keys, scoped tokens, env values
+    jwt = controller.jwt.hs256(controller.jwt.claims())
+    assert controller.api.as_(jwt).call("GET", "/v1/sandboxes")[0] == 200
+    status, tok, _ = a.call("POST", f"/v1/sandboxes/{sb['id']}/tokens",
+                            {"ttl_seconds": 60, "scopes": ["sandboxes:read"]})
+    time.sleep(0.5)
+    # no secret anywhere: not in the controller's log, the audit log, nor any
+    # log of the control plane (kube-apiserver, etcd, kwok, scheduler)
+    logs_dir = os.path.join(controller.env["CLUSTER_DIR"], "logs")
     text = open(controller.audit_path).read() + controller.log()
-    for k in controller.keys.values():
-        assert k not in text
-        assert k.split("_")[-1] not in text
-    assert secret_env not in text
-    assert "nosuchkey2_bbbb" not in text
+    for name in sorted(os.listdir(logs_dir)):
+        with open(os.path.join(logs_dir, name), errors="replace") as f:
+            text += f.read()
+    secrets = list(controller.keys.values()) + [k.split("_")[-1] for k in controller.keys.values()]
+    secrets += [secret_env, "nosuchkey2_bbbb", jwt, jwt.split(".")[2],
+                controller.jwt.secret.hex(), base64.b64encode(controller.jwt.secret).decode()]
+    if status == 201:
+        secrets.append(tok["token"])
+    for secret in secrets:
+        assert secret not in text, "a secret reached a log"
 
 
 @pytest.fixture(scope="module")
@@ -246,3 +254,70 @@ def test_rate_limit_per_address_on_failures(limited):
     if status == 429:
         time.sleep(int(headers["Retry-After"]) + 0.2)
     assert wait_until(lambda: limited.as_("other").call("GET", "/v1/templates")[0] == 200, timeout=10)
+
+
+def jwt_call(controller, token, method="GET", path="/v1/sandboxes", body=None):
+    return controller.api.as_(token).call(method, path, body)
+
+
+def test_jwt_valid_hs256_and_rs256(controller, mine):
+    j = controller.jwt
+    for tok in (j.hs256(j.claims()), j.rs256(j.claims())):
+        status, body, _ = jwt_call(controller, tok)
+        assert status == 200, body
+        # the JWT's tenant is acme: it sees acme's sandbox, not other's
+        ids = [s["id"] for s in body["items"]]
+        assert mine[0] in ids and mine[1] not in ids
+
+
+def _tamper_payload(tok):
+    head, body, sig = tok.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["tenant"] = "other"
+    return head + "." + b64u(json.dumps(claims).encode()) + "." + sig
+
+
+def _tamper_signature(tok):
+    head, body, sig = tok.split(".")
+    raw = bytearray(base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4)))
+    raw[0] ^= 1
+    return head + "." + body + "." + b64u(bytes(raw))
+
+
+JWT_ATTACKS = [
+    ("tampered payload", lambda j: _tamper_payload(j.hs256(j.claims()))),
+    ("tampered signature", lambda j: _tamper_signature(j.rs256(j.claims()))),
+    ("alg none", lambda j: j._segments({"alg": "none", "typ": "JWT"}, j.claims()) + "."),
+    ("HS256 signed with the RSA public key", lambda j: j.hs256(j.claims(), secret=j.rsa_public_pem)),
+    ("HS256 header on an RS256 signature", lambda j: j._segments({"alg": "HS256", "kid": "k1"}, j.claims())
+     + "." + j.rs256(j.claims()).split(".")[2]),
+    ("expired", lambda j: j.hs256(j.claims(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200))),
+    ("not yet valid", lambda j: j.hs256(j.claims(nbf=int(time.time()) + 3600))),
+    ("issued in the future", lambda j: j.hs256(j.claims(iat=int(time.time()) + 3600))),
+    ("wrong issuer", lambda j: j.hs256(j.claims(iss="https://evil.test"))),
+    ("wrong audience", lambda j: j.hs256(j.claims(aud="someone-else"))),
+    ("unknown kid", lambda j: j.rs256(j.claims(), kid="nope")),
+    ("no tenant", lambda j: j.hs256(j.claims(tenant=None))),
+    ("no exp", lambda j: j.hs256(j.claims(exp=None))),
+    ("wrong secret", lambda j: j.hs256(j.claims(), secret=b"x" * 48)),
+]
+
+
+@pytest.mark.parametrize("name,make", JWT_ATTACKS, ids=[a[0] for a in JWT_ATTACKS])
+def test_jwt_attacks_are_401(controller, name, make):
+    status, body, headers = jwt_call(controller, make(controller.jwt))
+    assert status == 401, (name, body)
+    assert body["error"]["code"] == "unauthorized"
+
+
+def test_jwt_scopes_limit_what_it_may_do(controller):
+    j = controller.jwt
+    ro = j.hs256(j.claims(scope="sandboxes:read"))
+    assert jwt_call(controller, ro)[0] == 200
+    status, err, _ = jwt_call(controller, ro, "POST", "/v1/sandboxes", {"template": "python"})
+    assert status == 403 and "sandboxes:write" in err["error"]["message"]
+    # scp as an array works too
+    rw = j.hs256(j.claims(scope=None, scp=["sandboxes:read", "sandboxes:write"]))
+    status, sb, _ = jwt_call(controller, rw, "POST", "/v1/sandboxes", {"template": "python", "wait": False})
+    assert status == 201, sb
+    assert jwt_call(controller, rw, "DELETE", "/v1/sandboxes/" + sb["id"])[0] == 204
