@@ -175,6 +175,7 @@ static void usage(FILE *f)
 		"  --log-level LEVEL   debug, info, warn, error (SBX_LOG_LEVEL)\n"
 		"  --log-format FMT    json or text (SBX_LOG_FORMAT)\n"
 		"  --check             load the configuration, connect to the API server, and exit\n"
+		"  --check-config      validate the configuration (and that credentials are set), and exit\n"
 		"  --version           print the version and exit\n"
 		"  --help              this text\n");
 }
@@ -228,6 +229,7 @@ int main(int argc, char **argv)
 		}
 	}
 	bool check_only = take_flag(&argc, argv, "--check");
+	bool check_config = take_flag(&argc, argv, "--check-config");
 	char err[512];
 	struct sbx_config *cfg = NULL;
 	if (config_load(getenv("SBX_CONFIG"), argc, argv, &cfg, err, sizeof(err)) != 0) {
@@ -241,6 +243,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sandbox-controller: %s\n", err);
 		config_free(cfg);
 		return 2;
+	}
+	if (check_config) {
+		printf("configuration OK: %zu templates, namespace \"%s\"\n", cfg->ntemplates,
+		       cfg->namespace);
+		config_free(cfg);
+		return 0;
 	}
 
 	struct sigaction sa = { .sa_handler = on_signal };
