@@ -38,6 +38,7 @@ auth:
     jwks_file: {jwks_file}
     issuer: https://issuer.test
     audience: sandbox-controller
+  insecure_dev_mode: {insecure}
 audit: {{destination: {audit_file}, argv: full}}
 quotas: {{tenants: {{tiny: {{sandboxes: 1}}}}}}
 {extra}
@@ -310,7 +311,7 @@ def make_keys(binary, path):
 
 class Controller:
     def __init__(self, env, binary, workdir, rate=1000, burst=1000, arate=1000, aburst=1000,
-                 extra=""):
+                 extra="", insecure=False):
         self.env = env
         self.workdir = workdir
         self.kubeconfig = least_privilege_kubeconfig(env, workdir)
@@ -327,7 +328,7 @@ class Controller:
                                   keys_file=self.keys_file, audit_file=self.audit_path,
                                   hs256_file=self.jwt.hs256_file, jwks_file=self.jwt.jwks_file,
                                   rate=rate, burst=burst, arate=arate, aburst=aburst,
-                                  extra=extra))
+                                  extra=extra, insecure="true" if insecure else "false"))
         self.proc = None
         self.api = Api(f"http://127.0.0.1:{self.port}", self.keys["acme"])
 
