@@ -1391,6 +1391,14 @@ void sandbox_api_handle(void *ud, struct http_request *req)
 				 "this replica is shutting down; retry on another");
 		return;
 	}
+	/* until the first list, the cache would answer "nothing there" and
+	 * quotas would count nothing: say "not yet" instead */
+	if (!sandbox_store_synced(api->store)) {
+		struct http_header h = { "Retry-After", "1" };
+		http_reply_error(req, 503, "not_ready", &h, 1,
+				 "the controller is still loading the cluster's state");
+		return;
+	}
 	switch ((enum route_id)m.id) {
 	case R_CREATE:
 		handle_create(api, req);
