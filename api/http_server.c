@@ -41,6 +41,22 @@
  *   ourselves, treat a missing length as an empty body, and close the
  *   connection after such a request, since lws cannot find the next one;
  * - Expect: 100-continue is not answered by lws, so we send the 100 ourselves.
+ *
+ * TLS. lws creates the vhost's SSL_CTX and loads the certificate files once;
+ * LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS hands us that SSL_CTX
+ * before the first connection, and we harden it there (versions, suites,
+ * options: lws 4.1.6 ignores a cipher list OpenSSL refuses, we check) and
+ * install a certificate callback. That callback gives every full handshake
+ * the pair in srv->tls_pair, which the service thread replaces when the files
+ * change. lws_tls_cert_updated() is not used: it loads the new files into the
+ * live SSL_CTX one after the other and checks the key last, so a bad pair
+ * leaves the context half-replaced (and it reports no failure), and a key of
+ * another type (RSA after ECDSA) would sit next to the old certificate rather
+ * than replace it. With the callback, each handshake starts from no
+ * certificate (SSL_certs_clear) and gets exactly the current pair; an SSL
+ * holds references to what it was given, so replacing the pair never touches
+ * a connection in progress. The files are read on the service thread: a stat
+ * of two files once a second, and two small reads when they change.
  */
 #include "http_server.h"
 
@@ -57,8 +73,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- limits ---- */
@@ -78,6 +100,27 @@
 #define HTTP_TICK_MS 100             /* *stop is checked this often */
 #define HTTP_DRAIN_MS 2000           /* at stop, time left to finish writes */
 #define HTTP_HEAD_FIXED 320          /* status line + our own headers */
+#define HTTP_TLS_CHECK_MS 1000       /* certificate files are looked at this often */
+#define HTTP_TLS_FILE_MAX (1u << 20) /* certificate chain or key file */
+
+/* TLS 1.2: forward secrecy and AEAD only; Mozilla's "intermediate" list
+ * without its DHE suites, in its order */
+#define HTTP_TLS12_CIPHERS                                                    \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"          \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"          \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+/* TLS 1.3: OpenSSL's defaults, spelled out so that a system-wide
+ * configuration cannot add others (TLS_AES_128_CCM_8_SHA256) */
+#define HTTP_TLS13_SUITES                                                     \
+	"TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+
+/* on every response (JSON API: nothing here is ever a page to frame) */
+#define SECURITY_HEADERS                                                      \
+	"X-Frame-Options: DENY\r\n"                                            \
+	"Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n" \
+	"Referrer-Policy: no-referrer\r\n"
+/* on HTTPS responses only (RFC 6797 8.1: ignored over plain HTTP anyway) */
+#define HSTS_HEADER "Strict-Transport-Security: max-age=31536000\r\n"
 
 #define XRID "x-request-id:" /* how lws names it: lowercase, with the colon */
 #define XRID_LEN 13
@@ -184,6 +227,22 @@ struct conn {
 	char peer[64];
 };
 
+/* A certificate, its chain (may be empty) and its private key. */
+struct tls_pair {
+	X509 *cert;
+	STACK_OF(X509) *chain;
+	EVP_PKEY *key;
+};
+
+/* What stat() says about a file; err: 0, or the errno of a failed stat. */
+struct file_sig {
+	int err;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime, ctime;
+};
+
 struct http_server {
 	struct lws_context *ctx;
 	struct lws_vhost *vh;
@@ -195,7 +254,16 @@ struct http_server {
 	int idle_timeout_s;
 	int port;
 	char *iface;   /* lws keeps the pointer */
-	struct lws_protocol_vhost_options vhost_headers[2];
+	struct lws_protocol_vhost_options vhost_headers[6];
+
+	/* TLS: set by new; after that, the service thread's only */
+	bool tls;
+	char *tls_cert_file, *tls_key_file;
+	struct tls_pair tls_pair;      /* given to each new handshake */
+	struct file_sig tls_seen[2];   /* cert, key at the last look */
+	struct file_sig tls_tried[2];  /* cert, key when last read */
+	int64_t tls_next_check;        /* now_ms */
+	atomic_bool tls_reload_asked;  /* http_server_reload_tls, any thread */
 
 	pthread_mutex_t mu;
 	struct http_request *queue_head, *queue_tail; /* mu */
@@ -209,7 +277,7 @@ struct http_server {
 	size_t nconns;
 
 	atomic_uint_fast64_t st_connections, st_requests, st_replies,
-		st_dropped, st_rejected;
+		st_dropped, st_rejected, st_tls_reloads, st_tls_reload_failures;
 };
 
 /* ---- small helpers ---- */
@@ -365,6 +433,8 @@ static bool header_reserved(const char *name)
 		"content-length", "content-type", "transfer-encoding",
 		"connection", "x-request-id", "cache-control",
 		"x-content-type-options", "keep-alive", "upgrade",
+		"strict-transport-security", "x-frame-options",
+		"content-security-policy", "referrer-policy",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(reserved); i++) {
 		if (strcasecmp(name, reserved[i]) == 0)
@@ -521,7 +591,8 @@ static char *arena_put(struct http_request *req, const char *s, size_t n)
 static size_t head_bound(const struct http_request *req,
 			 const struct http_header *extra, size_t nextra)
 {
-	size_t n = HTTP_HEAD_FIXED + strlen(req->id);
+	size_t n = HTTP_HEAD_FIXED + sizeof(SECURITY_HEADERS) + sizeof(HSTS_HEADER) +
+		   strlen(req->id);
 	for (size_t i = 0; i < nextra; i++) {
 		if (extra_usable(&extra[i]))
 			n += strlen(extra[i].name) + strlen(extra[i].value) + 4;
@@ -575,6 +646,9 @@ static void head_finish(struct http_request *req, int status, bool json,
 	d = put(d, "X-Request-Id: ");
 	d = put(d, req->id);
 	d = put(d, "\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n");
+	d = put(d, SECURITY_HEADERS);
+	if (req->srv->tls)
+		d = put(d, HSTS_HEADER);
 	if (req->close)
 		d = put(d, "Connection: close\r\n");
 	for (size_t i = 0; i < nextra; i++) {
@@ -1420,12 +1494,311 @@ static int on_raw_adopt(struct conn *c)
 	return 0;
 }
 
+/* ---- TLS ---- */
+
+static void tls_pair_release(struct tls_pair *p)
+{
+	X509_free(p->cert);
+	sk_X509_pop_free(p->chain, X509_free);
+	EVP_PKEY_free(p->key);
+	memset(p, 0, sizeof(*p));
+}
+
+/* The oldest queued OpenSSL error as text; the queue is emptied. */
+static const char *tls_err(char *buf, size_t cap)
+{
+	unsigned long e = ERR_get_error();
+	const char *r = e ? ERR_reason_error_string(e) : NULL;
+	if (r)
+		snprintf(buf, cap, "%s", r);
+	else if (e)
+		ERR_error_string_n(e, buf, cap);
+	else
+		snprintf(buf, cap, "unknown reason");
+	ERR_clear_error();
+	return buf;
+}
+
+/* No passphrase: an encrypted key is refused (OpenSSL's default callback
+ * would prompt on the terminal). */
+static int tls_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	*(bool *)u = true;
+	return -1;
+}
+
+/* The certificate and then its chain, as SSL_CTX_use_certificate_chain_file
+ * reads them. 0, or -1 with a reason in err. */
+static int tls_read_chain(const char *file, struct tls_pair *p, char *err, size_t errlen)
+{
+	char *pem = NULL, why[160];
+	size_t len = 0;
+	bool encrypted = false;
+	int rc = -1;
+	BIO *bio = NULL;
+	int r = read_file_bounded(file, HTTP_TLS_FILE_MAX, &pem, &len);
+	if (r) {
+		snprintf(err, errlen, "cannot read certificate file \"%s\": %s", file,
+			 r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+		goto out;
+	}
+	bio = BIO_new_mem_buf(pem, (int)len);
+	p->chain = sk_X509_new_null();
+	if (!bio || !p->chain) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	p->cert = PEM_read_bio_X509_AUX(bio, NULL, tls_no_passphrase, &encrypted);
+	if (!p->cert) {
+		snprintf(err, errlen, "no certificate in \"%s\" (OpenSSL: %s)", file,
+			 tls_err(why, sizeof(why)));
+		goto out;
+	}
+	for (;;) {
+		X509 *ca = PEM_read_bio_X509(bio, NULL, tls_no_passphrase, &encrypted);
+		if (!ca)
+			break;
+		if (!sk_X509_push(p->chain, ca)) {
+			X509_free(ca);
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+	}
+	/* the loop ends at the end of the file, or at a damaged certificate */
+	unsigned long e = ERR_peek_last_error();
+	if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
+		ERR_clear_error();
+	} else if (e) {
+		snprintf(err, errlen, "damaged chain certificate in \"%s\" (OpenSSL: %s)", file,
+			 tls_err(why, sizeof(why)));
+		goto out;
+	}
+	rc = 0;
+out:
+	BIO_free(bio);
+	free(pem);
+	return rc;
+}
+
+/* The private key. 0, or -1 with a reason in err. The file's bytes are
+ * wiped before they are freed. */
+static int tls_read_key(const char *file, struct tls_pair *p, char *err, size_t errlen)
+{
+	char *pem = NULL, why[160];
+	size_t len = 0;
+	bool encrypted = false;
+	int rc = -1;
+	BIO *bio = NULL;
+	int r = read_file_bounded(file, HTTP_TLS_FILE_MAX, &pem, &len);
+	if (r) {
+		snprintf(err, errlen, "cannot read key file \"%s\": %s", file,
+			 r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
+		goto out;
+	}
+	bio = BIO_new_mem_buf(pem, (int)len);
+	if (!bio) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	p->key = PEM_read_bio_PrivateKey(bio, NULL, tls_no_passphrase, &encrypted);
+	if (!p->key) {
+		if (encrypted) {
+			ERR_clear_error();
+			snprintf(err, errlen, "the key in \"%s\" is encrypted (not supported)", file);
+		} else {
+			snprintf(err, errlen, "no private key in \"%s\" (OpenSSL: %s)", file,
+				 tls_err(why, sizeof(why)));
+		}
+		goto out;
+	}
+	rc = 0;
+out:
+	BIO_free(bio);
+	secure_zero(pem, len);
+	free(pem);
+	return rc;
+}
+
+/*
+ * Read a certificate (with its chain) and key pair and check it: the key
+ * matches the certificate, and OpenSSL accepts both at its security level
+ * (what the handshake will check too). 0 and the pair in out (the caller
+ * releases it), or -1 with a reason in err.
+ */
+static int tls_pair_load(const char *cert_file, const char *key_file,
+			 struct tls_pair *out, char *err, size_t errlen)
+{
+	struct tls_pair p = { 0 };
+	SSL_CTX *probe = NULL;
+	char why[160];
+	int rc = -1;
+	ERR_clear_error();
+	if (tls_read_chain(cert_file, &p, err, errlen) || tls_read_key(key_file, &p, err, errlen))
+		goto out;
+	if (X509_check_private_key(p.cert, p.key) != 1) {
+		ERR_clear_error();
+		snprintf(err, errlen, "the key in \"%s\" does not match the certificate in \"%s\"",
+			 key_file, cert_file);
+		goto out;
+	}
+	probe = SSL_CTX_new(TLS_server_method());
+	if (!probe) {
+		snprintf(err, errlen, "cannot check the certificate: %s", tls_err(why, sizeof(why)));
+		goto out;
+	}
+	if (SSL_CTX_use_cert_and_key(probe, p.cert, p.key, p.chain, 1) != 1) {
+		snprintf(err, errlen, "certificate \"%s\" refused: %s", cert_file,
+			 tls_err(why, sizeof(why)));
+		goto out;
+	}
+	*out = p;
+	memset(&p, 0, sizeof(p));
+	rc = 0;
+out:
+	SSL_CTX_free(probe);
+	tls_pair_release(&p);
+	ERR_clear_error();
+	return rc;
+}
+
+/* Log which certificate new connections get: subject and expiry, nothing
+ * secret. */
+static void tls_announce(const struct http_server *srv, const char *what)
+{
+	X509 *x = srv->tls_pair.cert;
+	char subject[256], until[32] = "?";
+	struct tm tm;
+	if (!X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof(subject)))
+		snprintf(subject, sizeof(subject), "?");
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+		strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	log_info("tls: %s certificate \"%s\" from \"%s\", valid until %s", what, subject,
+		 srv->tls_cert_file, until);
+	if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
+		log_warn("tls: the certificate in \"%s\" has expired", srv->tls_cert_file);
+}
+
+static void file_sig_get(const char *path, struct file_sig *sig)
+{
+	struct stat st;
+	memset(sig, 0, sizeof(*sig));
+	if (stat(path, &st) != 0) {
+		sig->err = errno ? errno : EIO;
+		return;
+	}
+	sig->dev = st.st_dev;
+	sig->ino = st.st_ino;
+	sig->size = st.st_size;
+	sig->mtime = st.st_mtim;
+	sig->ctime = st.st_ctim;
+}
+
+static bool file_sig_same(const struct file_sig *a, const struct file_sig *b)
+{
+	return a->err == b->err && a->dev == b->dev && a->ino == b->ino &&
+	       a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+	       a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec &&
+	       a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/* Service thread: read the files again and serve them if they are good. */
+static void tls_reload(struct http_server *srv)
+{
+	struct tls_pair p;
+	char err[768];
+	if (tls_pair_load(srv->tls_cert_file, srv->tls_key_file, &p, err, sizeof(err)) != 0) {
+		stat_inc(&srv->st_tls_reload_failures);
+		log_error("tls: %s; still serving the previous certificate", err);
+		return;
+	}
+	tls_pair_release(&srv->tls_pair);
+	srv->tls_pair = p;
+	stat_inc(&srv->st_tls_reloads);
+	tls_announce(srv, "reloaded: new connections get");
+}
+
+/*
+ * Service thread, from the tick and on wake-ups: when asked
+ * (http_server_reload_tls), read the pair now; otherwise, once a second,
+ * read it when the files differ from the last read and have not moved since
+ * the previous look, so that a pair replaced file by file is read whole, and
+ * a bad pair is read (and logged) once per change.
+ */
+static void tls_poll(struct http_server *srv, bool tick)
+{
+	if (!srv->tls)
+		return;
+	bool asked = atomic_exchange(&srv->tls_reload_asked, false);
+	int64_t now = now_ms();
+	if (!asked && (!tick || now < srv->tls_next_check))
+		return;
+	srv->tls_next_check = now + HTTP_TLS_CHECK_MS;
+	struct file_sig sig[2];
+	file_sig_get(srv->tls_cert_file, &sig[0]);
+	file_sig_get(srv->tls_key_file, &sig[1]);
+	bool moved = !file_sig_same(&sig[0], &srv->tls_seen[0]) ||
+		     !file_sig_same(&sig[1], &srv->tls_seen[1]);
+	bool tried = file_sig_same(&sig[0], &srv->tls_tried[0]) &&
+		     file_sig_same(&sig[1], &srv->tls_tried[1]);
+	srv->tls_seen[0] = sig[0];
+	srv->tls_seen[1] = sig[1];
+	if (!asked && (moved || tried))
+		return;
+	srv->tls_tried[0] = sig[0];
+	srv->tls_tried[1] = sig[1];
+	tls_reload(srv);
+}
+
+/* OpenSSL calls this on the service thread for every full handshake (not for
+ * a resumed session), before it picks the cipher: serve the current pair. */
+static int tls_cert_cb(SSL *ssl, void *arg)
+{
+	struct http_server *srv = arg;
+	struct tls_pair *p = &srv->tls_pair;
+	SSL_certs_clear(ssl);
+	if (SSL_use_cert_and_key(ssl, p->cert, p->key, p->chain, 1) != 1) {
+		/* not expected: the pair passed the same check when loaded */
+		ERR_clear_error();
+		return 0; /* the handshake fails with internal_error */
+	}
+	return 1;
+}
+
+/* LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS: the vhost's SSL_CTX,
+ * during lws_create_context. Nonzero fails the context. */
+static int on_tls_ctx(struct http_server *srv, SSL_CTX *ssl_ctx)
+{
+	char why[160];
+	if (!srv || !srv->tls || !ssl_ctx || !srv->tls_pair.cert) {
+		log_error("http server: TLS context without its server");
+		return -1;
+	}
+	SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_SSLv3 | SSL_OP_NO_TLSv1 | SSL_OP_NO_TLSv1_1 |
+			    SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+			    SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_clear_options(ssl_ctx, SSL_OP_ALLOW_CLIENT_RENEGOTIATION |
+			      SSL_OP_ALLOW_UNSAFE_LEGACY_RENEGOTIATION);
+	if (SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_2_VERSION) != 1 ||
+	    SSL_CTX_set_max_proto_version(ssl_ctx, 0) != 1 ||
+	    SSL_CTX_set_cipher_list(ssl_ctx, HTTP_TLS12_CIPHERS) != 1 ||
+	    SSL_CTX_set_ciphersuites(ssl_ctx, HTTP_TLS13_SUITES) != 1) {
+		log_error("http server: cannot configure TLS: %s", tls_err(why, sizeof(why)));
+		return -1;
+	}
+	SSL_CTX_set_cert_cb(ssl_ctx, tls_cert_cb, srv);
+	return 0;
+}
+
 /* ---- the protocol callback ---- */
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		    void *user, void *in, size_t len)
 {
-	(void)user; /* per-session data is not used: see the top of the file */
+	/* per-session data is not used (see the top of the file): user is
+	 * only ever the SSL_CTX of LOAD_EXTRA_SERVER_VERIFY_CERTS */
 	struct lws_context *ctx = lws_get_context(wsi);
 	struct http_server *srv = ctx ? lws_context_user(ctx) : NULL;
 	struct conn *c;
@@ -1475,9 +1848,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return 0; /* the CONNECT request: answered on adopt */
 
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-		if (srv)
+		if (srv) {
 			drain_queue(srv, false);
+			tls_poll(srv, false);
+		}
 		return 0;
+
+	case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+		return on_tls_ctx(srv, user);
 
 	case LWS_CALLBACK_CLOSED_HTTP:
 	case LWS_CALLBACK_RAW_CLOSE:
@@ -1600,13 +1978,42 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 	srv->request_timeout_s = opts->request_timeout_s > 0 ? opts->request_timeout_s : 30;
 	srv->idle_timeout_s = opts->idle_timeout_s > 0 ? opts->idle_timeout_s : 60;
 
+	if (opts->tls_cert_file) {
+		char why[768];
+		srv->tls = true;
+		srv->tls_cert_file = strdup(opts->tls_cert_file);
+		srv->tls_key_file = strdup(opts->tls_key_file);
+		if (!srv->tls_cert_file || !srv->tls_key_file)
+			goto oom;
+		/* the signatures first: a change while we read is seen later */
+		file_sig_get(srv->tls_cert_file, &srv->tls_seen[0]);
+		file_sig_get(srv->tls_key_file, &srv->tls_seen[1]);
+		memcpy(srv->tls_tried, srv->tls_seen, sizeof(srv->tls_tried));
+		if (tls_pair_load(srv->tls_cert_file, srv->tls_key_file, &srv->tls_pair, why,
+				  sizeof(why)) != 0) {
+			snprintf(err, errlen, "http server: TLS: %s", why);
+			goto fail;
+		}
+		tls_announce(srv, "serving");
+	}
+
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 
 	/* lws's own answers (its 403s) carry our generic headers too */
-	srv->vhost_headers[0] = (struct lws_protocol_vhost_options){
-		&srv->vhost_headers[1], NULL, "cache-control:", "no-store" };
-	srv->vhost_headers[1] = (struct lws_protocol_vhost_options){
-		NULL, NULL, "x-content-type-options:", "nosniff" };
+	static const char *const generic_headers[][2] = {
+		{ "cache-control:", "no-store" },
+		{ "x-content-type-options:", "nosniff" },
+		{ "x-frame-options:", "DENY" },
+		{ "content-security-policy:", "default-src 'none'; frame-ancestors 'none'" },
+		{ "referrer-policy:", "no-referrer" },
+		{ "strict-transport-security:", "max-age=31536000" }, /* HTTPS only */
+	};
+	size_t nvh = srv->tls ? 6 : 5;
+	for (size_t i = 0; i < nvh; i++) {
+		srv->vhost_headers[i] = (struct lws_protocol_vhost_options){
+			i + 1 < nvh ? &srv->vhost_headers[i + 1] : NULL, NULL,
+			generic_headers[i][0], generic_headers[i][1] };
+	}
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
@@ -1635,10 +2042,12 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 	info.timeout_secs_ah_idle = (unsigned int)srv->request_timeout_s;
 	info.keepalive_timeout = srv->idle_timeout_s;
 	info.alpn = "http/1.1"; /* we write HTTP/1.1 bytes: never negotiate h2 */
-	if (opts->tls_cert_file) {
+	if (srv->tls) {
+		/* versions, suites and the certificate callback: on_tls_ctx. No
+		 * ALLOW_NON_SSL_ON_SSL_PORT: plain HTTP fails the handshake. */
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-		info.ssl_cert_filepath = opts->tls_cert_file;
-		info.ssl_private_key_filepath = opts->tls_key_file;
+		info.ssl_cert_filepath = srv->tls_cert_file;
+		info.ssl_private_key_filepath = srv->tls_key_file;
 	}
 
 	atomic_fetch_add(&lws_creating, 1);
@@ -1670,6 +2079,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 {
 	struct http_server *srv = container_of(sul, struct http_server, tick);
 	/* waking lws_service is the point; run() checks *stop */
+	tls_poll(srv, true);
 	lws_sul_schedule(srv->ctx, 0, &srv->tick, on_tick, HTTP_TICK_MS * LWS_US_PER_MS);
 }
 
@@ -1742,6 +2152,14 @@ int http_server_port(const struct http_server *srv)
 	return srv ? srv->port : -1;
 }
 
+void http_server_reload_tls(struct http_server *srv)
+{
+	if (!srv || !srv->tls)
+		return;
+	atomic_store(&srv->tls_reload_asked, true);
+	http_server_wake(srv); /* else the next tick sees it */
+}
+
 void http_server_free(struct http_server *srv)
 {
 	if (!srv)
@@ -1755,6 +2173,9 @@ void http_server_free(struct http_server *srv)
 	}
 	drain_queue(srv, true);
 	pthread_mutex_destroy(&srv->mu);
+	tls_pair_release(&srv->tls_pair);
+	free(srv->tls_cert_file);
+	free(srv->tls_key_file);
 	free(srv->iface);
 	free(srv);
 }
@@ -1769,6 +2190,9 @@ void http_server_get_stats(struct http_server *srv, struct http_server_stats *ou
 	out->replies = atomic_load_explicit(&srv->st_replies, memory_order_relaxed);
 	out->dropped_replies = atomic_load_explicit(&srv->st_dropped, memory_order_relaxed);
 	out->rejected = atomic_load_explicit(&srv->st_rejected, memory_order_relaxed);
+	out->tls_reloads = atomic_load_explicit(&srv->st_tls_reloads, memory_order_relaxed);
+	out->tls_reload_failures =
+		atomic_load_explicit(&srv->st_tls_reload_failures, memory_order_relaxed);
 }
 
 /* ---- request accessors ---- */

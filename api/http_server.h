@@ -72,11 +72,42 @@
  * - Keep-alive: HTTP/1.1 unless the client sent "Connection: close"; HTTP/1.0
  *   connections close after one reply. Pipelined requests are answered in
  *   order, one at a time.
- * - Every response has X-Request-Id, Cache-Control: no-store and
- *   X-Content-Type-Options: nosniff, and Content-Length except 204 and 304,
- *   where HTTP forbids it (and any body is dropped, with an error log).
- *   Content-Type: application/json whenever there is a body.
+ * - Every response has X-Request-Id, Cache-Control: no-store,
+ *   X-Content-Type-Options: nosniff, X-Frame-Options: DENY,
+ *   Content-Security-Policy: default-src 'none'; frame-ancestors 'none' and
+ *   Referrer-Policy: no-referrer (lws's own 403s too), and Content-Length
+ *   except 204 and 304, where HTTP forbids it (and any body is dropped, with
+ *   an error log). Content-Type: application/json whenever there is a body.
  * - HTTPS: ALPN offers http/1.1 only.
+ *
+ * TLS (tls_cert_file and tls_key_file both set: the port speaks HTTPS only):
+ * - TLS 1.2 and 1.3 only. TLS 1.2 suites: ECDHE key exchange with AES-GCM or
+ *   ChaCha20-Poly1305, in the server's order of preference; TLS 1.3 suites
+ *   are OpenSSL's defaults (all AEAD). No compression, no renegotiation.
+ *   Older clients fail the handshake (protocol_version or handshake_failure
+ *   alert).
+ * - HTTPS responses also carry Strict-Transport-Security: max-age=31536000.
+ * - The certificate file holds the certificate followed by its chain (PEM);
+ *   the key file the matching unencrypted private key (PEM). Both are read at
+ *   http_server_new, which fails with a reason when they cannot be read or do
+ *   not match.
+ * - Reload: while the server runs, the service thread looks at both files
+ *   about once a second (stat: device, inode, size, mtime, ctime; it follows
+ *   symlinks, so a Kubernetes Secret update, which swaps a symlink, counts as
+ *   a change). Once a change has held for one look (so that a writer that
+ *   replaces the two files one after the other is seen whole), the pair is
+ *   read and validated (parses, key matches the certificate, acceptable to
+ *   OpenSSL's security level). A valid pair serves every handshake from then
+ *   on; connections already open keep theirs. An invalid pair is logged once
+ *   (error, naming the files) and the previous pair stays in use until the
+ *   files change again or http_server_reload_tls is called.
+ * - Plain HTTP sent to the HTTPS port gets no HTTP response: the TLS
+ *   handshake fails and the connection is closed at once (a request that
+ *   starts "GET ", "POST " and so on gets no bytes at all, usually a TCP
+ *   reset as the rest of the request is unread; other bytes may get a TLS
+ *   alert). Nothing reaches the handler. A client that connects and sends
+ *   nothing, or less than a TLS record header, is closed after
+ *   request_timeout_s.
  */
 #ifndef SBX_HTTP_SERVER_H
 #define SBX_HTTP_SERVER_H
@@ -96,8 +127,8 @@ struct http_server_opts {
 	size_t max_body;           /* request body limit; default 1 MiB */
 	int request_timeout_s;     /* default 30 */
 	int idle_timeout_s;        /* keep-alive idle; default 60 */
-	const char *tls_cert_file; /* both set: HTTPS only (hardened later) */
-	const char *tls_key_file;
+	const char *tls_cert_file; /* both set: HTTPS only (see TLS above); */
+	const char *tls_key_file;  /* the server keeps copies of the paths */
 	/* Optional: called once for every request the handler received, on the
 	 * thread that replies, just before the reply is handed over (also when
 	 * the client has gone). For audit records: the request and its context
@@ -131,6 +162,14 @@ void http_server_wake(struct http_server *srv);
 
 /* The bound port. */
 int http_server_port(const struct http_server *srv);
+
+/* Ask the service thread to read the TLS certificate and key files again now,
+ * changed or not (for SIGHUP); the outcome is logged, and an invalid pair
+ * keeps the current one. Any thread, but not a signal handler (it takes a
+ * lock): the handler sets a flag, a thread calls this. Returns at once; the
+ * loop acts within about 100 ms. A no-op without TLS, and harmless before
+ * run (the files are checked when run starts) and after it returned. */
+void http_server_reload_tls(struct http_server *srv);
 
 /* Free a server that is not running. NULL is a no-op. Every request handed to
  * the handler must have had its reply call first (after run returned, a reply
@@ -179,7 +218,9 @@ struct http_header {
 /* Replies: the extra headers are copied; names must be tokens and values free
  * of CR/LF, and the server's own headers (Content-Length, Content-Type,
  * Connection, X-Request-Id, Cache-Control, X-Content-Type-Options,
- * Transfer-Encoding, Keep-Alive, Upgrade) cannot be overridden: such a header
+ * Transfer-Encoding, Keep-Alive, Upgrade, Strict-Transport-Security,
+ * X-Frame-Options, Content-Security-Policy, Referrer-Policy) cannot be
+ * overridden: such a header
  * is dropped with an error log. A status outside 200-599 becomes 500. A
  * second reply to the same request is logged and ignored until the first has
  * been written; after that the request is gone, so it is a use-after-free:
@@ -208,6 +249,9 @@ struct http_server_stats {
 	uint64_t dropped_replies;  /* replies whose client had gone */
 	uint64_t rejected;         /* answered by the server itself (413, 400, 408...),
 				      and refused upgrades */
+	uint64_t tls_reloads;      /* certificate pairs taken into use after start */
+	uint64_t tls_reload_failures; /* pairs read after a change (or a reload
+					 request) and refused */
 };
 /* Any thread; counters are read one by one, not as a snapshot. */
 void http_server_get_stats(struct http_server *srv, struct http_server_stats *out);

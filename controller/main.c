@@ -24,6 +24,7 @@
 #include "version.h"
 #include "workq.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -67,8 +68,9 @@ static void *housekeeping_thread(void *ud)
 	while (!signals_seen && !stop_flag) {
 		if (hup_seen) {
 			hup_seen = 0;
-			log_info("SIGHUP: reloading credentials and reopening the audit log");
+			log_info("SIGHUP: reloading credentials and the TLS certificate, reopening the audit log");
 			(void)auth_reload(sec.auth, true);
+			http_server_reload_tls(server);
 			if (audit_reopen(sec.audit) != 0)
 				log_warn("cannot reopen the audit log");
 		} else if (now_ms() >= next_reload) {
@@ -216,6 +218,9 @@ static bool take_flag(int *argc, char **argv, const char *flag)
 
 int main(int argc, char **argv)
 {
+	/* 32 workers would otherwise get up to 16 malloc arenas (8 per core),
+	 * each keeping freed memory: a few arenas keep the resident set small */
+	mallopt(M_ARENA_MAX, 4);
 	if (argc > 1 && strcmp(argv[1], "keygen") == 0)
 		return auth_keygen_main(argc - 1, argv + 1);
 	for (int i = 1; i < argc; i++) {

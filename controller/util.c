@@ -113,10 +113,17 @@ int read_file_bounded(const char *path, size_t max, char **out, size_t *len)
 			size_t ncap = cap ? cap * 2 : 4096;
 			if (ncap > max + 1)
 				ncap = max + 1;
-			char *p = realloc(data, ncap + 1);
+			/* not realloc: the files read here hold keys and tokens, and
+			 * realloc would leave an unwiped copy behind */
+			char *p = malloc(ncap + 1);
 			if (!p) {
 				rc = -ENOMEM;
 				goto out;
+			}
+			if (data) {
+				memcpy(p, data, n);
+				secure_zero(data, cap + 1);
+				free(data);
 			}
 			data = p;
 			cap = ncap;
@@ -149,7 +156,7 @@ int read_file_bounded(const char *path, size_t max, char **out, size_t *len)
 	data = NULL;
 out:
 	if (data) {
-		secure_zero(data, cap);
+		secure_zero(data, cap + 1);
 		free(data);
 	}
 	close(fd);

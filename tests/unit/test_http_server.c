@@ -4,7 +4,9 @@
  * by raw sockets in the same process. Covers round trips, keep-alive, request
  * ids, body limits (Content-Length and chunked), query decoding, the error
  * shape, what libwebsockets itself rejects, async replies, clients that leave
- * before their reply, concurrency, timeouts, stop, and TLS.
+ * before their reply, concurrency, timeouts, stop, and TLS: versions and
+ * suites (against a permissive OpenSSL server as the control), security
+ * headers and HSTS, plain HTTP on the TLS port, and certificate rotation.
  */
 #include "http_server.h"
 #include "log.h"
@@ -14,10 +16,14 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,6 +32,7 @@
 #include <stdint.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- the handler under test ---- */
@@ -175,6 +182,8 @@ static void handler(void *ud, struct http_request *req)
 			{ "X-Evil", "a\r\nSet-Cookie: x=1" },  /* header injection: dropped */
 			{ "Content-Length", "999" },           /* reserved: dropped */
 			{ "Bad Name", "v" },                   /* not a token: dropped */
+			{ "X-Frame-Options", "SAMEORIGIN" },   /* reserved: dropped */
+			{ "Strict-Transport-Security", "max-age=0" }, /* reserved: dropped */
 			{ "Retry-After", "5" },
 		};
 		cJSON *o = cJSON_CreateObject();
@@ -570,6 +579,11 @@ static void test_round_trip(void)
 	CHECK_STR(hdr(&r, "Content-Type", v, sizeof(v)), "application/json");
 	CHECK_STR(hdr(&r, "Cache-Control", v, sizeof(v)), "no-store");
 	CHECK_STR(hdr(&r, "X-Content-Type-Options", v, sizeof(v)), "nosniff");
+	CHECK_STR(hdr(&r, "X-Frame-Options", v, sizeof(v)), "DENY");
+	CHECK_STR(hdr(&r, "Content-Security-Policy", v, sizeof(v)),
+		  "default-src 'none'; frame-ancestors 'none'");
+	CHECK_STR(hdr(&r, "Referrer-Policy", v, sizeof(v)), "no-referrer");
+	CHECK(hdr(&r, "Strict-Transport-Security", v, sizeof(v)) == NULL); /* plain HTTP */
 	CHECK(hdr(&r, "Connection", v, sizeof(v)) == NULL);
 	CHECK(hdr(&r, "Content-Length", v, sizeof(v)) != NULL);
 	CHECK_INT(atol(v), r.body_len);
@@ -639,6 +653,9 @@ static void test_round_trip(void)
 	CHECK(hdr(&r, "X-Evil", v, sizeof(v)) == NULL);
 	CHECK(hdr(&r, "Set-Cookie", v, sizeof(v)) == NULL);
 	CHECK(strstr(r.headers, "999") == NULL);
+	CHECK_STR(hdr(&r, "X-Frame-Options", v, sizeof(v)), "DENY");
+	CHECK(strstr(r.headers, "SAMEORIGIN") == NULL);
+	CHECK(hdr(&r, "Strict-Transport-Security", v, sizeof(v)) == NULL);
 	CHECK_STR(hdr(&r, "Content-Length", v, sizeof(v)), "12"); /* {"id":"abc"} */
 	CHECK_STR(r.body, "{\"id\":\"abc\"}");
 
@@ -1023,8 +1040,13 @@ static void test_raw_rejections(void)
 			CHECK(strstr(out, "\r\nConnection: close\r\n") != NULL);
 			CHECK(strstr(out, "\r\nX-Request-Id: ") != NULL);
 		}
-		if (st == 403) /* lws's own page still carries our generic headers */
+		if (st == 403) { /* lws's own page still carries our generic headers */
 			CHECK(strcasestr(out, "x-content-type-options: nosniff") != NULL);
+			CHECK(strcasestr(out, "x-frame-options: DENY") != NULL);
+			CHECK(strcasestr(out, "content-security-policy: default-src 'none'") != NULL);
+			CHECK(strcasestr(out, "referrer-policy: no-referrer") != NULL);
+			CHECK(strcasestr(out, "strict-transport-security") == NULL);
+		}
 	}
 	CHECK_INT(atomic_load(&handler_calls) - before, 0);
 
@@ -1478,14 +1500,17 @@ static void test_new_errors(void)
 	CHECK(http_server_new(&o, NULL, NULL, err, sizeof(err)) == NULL);
 }
 
-/* A throwaway self-signed certificate for localhost. */
-static bool make_cert(const char *dir, char *cert, char *key, size_t cap)
+/* ---- TLS ---- */
+
+/* A throwaway self-signed certificate for cn (ECDSA P-256 or RSA 2048) and
+ * its key; a key_pass encrypts the key. */
+static bool write_pair(const char *cert, const char *key, const char *cn, bool rsa,
+		       const char *key_pass)
 {
-	snprintf(cert, cap, "%s/cert.pem", dir);
-	snprintf(key, cap, "%s/key.pem", dir);
-	EVP_PKEY *pk = EVP_EC_gen("P-256");
+	EVP_PKEY *pk = rsa ? EVP_RSA_gen(2048) : EVP_EC_gen("P-256");
 	X509 *x = X509_new();
 	bool ok = false;
+	FILE *f = NULL;
 	if (!pk || !x)
 		goto out;
 	X509_set_version(x, 2);
@@ -1494,71 +1519,732 @@ static bool make_cert(const char *dir, char *cert, char *key, size_t cap)
 	X509_gmtime_adj(X509_getm_notAfter(x), 3600);
 	X509_set_pubkey(x, pk);
 	X509_NAME *name = X509_get_subject_name(x);
-	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"localhost", -1, -1, 0);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
 	X509_set_issuer_name(x, name);
 	if (!X509_sign(x, pk, EVP_sha256()))
 		goto out;
-	FILE *f = fopen(cert, "w");
-	if (!f)
+	f = fopen(cert, "w");
+	if (!f || !PEM_write_X509(f, x))
 		goto out;
-	PEM_write_X509(f, x);
 	fclose(f);
 	f = fopen(key, "w");
 	if (!f)
 		goto out;
-	PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
-	fclose(f);
-	ok = true;
+	if (key_pass)
+		ok = PEM_write_PrivateKey(f, pk, EVP_aes_256_cbc(), (const unsigned char *)key_pass,
+					  (int)strlen(key_pass), NULL, NULL);
+	else
+		ok = PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL);
 out:
+	if (f)
+		fclose(f);
 	X509_free(x);
 	EVP_PKEY_free(pk);
 	return ok;
 }
 
+/* A throwaway self-signed certificate for localhost, in dir. */
+static bool make_cert(const char *dir, char *cert, char *key, size_t cap)
+{
+	snprintf(cert, cap, "%s/cert.pem", dir);
+	snprintf(key, cap, "%s/key.pem", dir);
+	return write_pair(cert, key, "localhost", false, NULL);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static void rm_tree(const char *dir)
+{
+	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* What a handshake with our own OpenSSL client gave. */
+struct probe {
+	bool ok;
+	int reason;       /* ERR_GET_REASON of the client's error when !ok */
+	int version;      /* TLS1_2_VERSION... when ok */
+	bool compressed;
+	char cipher[64];
+	char cn[128];     /* the server certificate's CN */
+	char resp[4096];  /* the answer to the request, if one was sent */
+};
+
+/*
+ * Handshake with the server on port, offering versions min_v..max_v and the
+ * given TLS 1.2 cipher list and TLS 1.3 suites (NULL: OpenSSL's defaults).
+ * The client runs at security level 0 so that it really offers TLS 1.0/1.1
+ * and weak suites: refusing them is the server's job. With a request, send
+ * it and read the answer until the server closes.
+ */
+static void tls_probe(int port, int min_v, int max_v, const char *ciphers,
+		      const char *suites, const char *request, struct probe *pr)
+{
+	memset(pr, 0, sizeof(*pr));
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL *ssl = NULL;
+	int fd = -1;
+	if (!ctx)
+		goto out;
+	SSL_CTX_set_security_level(ctx, 0);
+	SSL_CTX_set_min_proto_version(ctx, min_v);
+	SSL_CTX_set_max_proto_version(ctx, max_v);
+	if (ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
+		goto out;
+	if (suites && SSL_CTX_set_ciphersuites(ctx, suites) != 1)
+		goto out;
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	fd = raw_connect(port);
+	if (fd < 0)
+		goto out;
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	ssl = SSL_new(ctx);
+	if (!ssl)
+		goto out;
+	SSL_set_fd(ssl, fd);
+	SSL_set_tlsext_host_name(ssl, "localhost");
+	ERR_clear_error();
+	if (SSL_connect(ssl) != 1) {
+		pr->reason = ERR_GET_REASON(ERR_peek_error());
+		goto out;
+	}
+	pr->ok = true;
+	pr->version = SSL_version(ssl);
+	pr->compressed = SSL_get_current_compression(ssl) != NULL;
+	snprintf(pr->cipher, sizeof(pr->cipher), "%s", SSL_get_cipher_name(ssl));
+	X509 *x = SSL_get1_peer_certificate(ssl);
+	if (x) {
+		X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, pr->cn,
+					  (int)sizeof(pr->cn));
+		X509_free(x);
+	}
+	if (request) {
+		SSL_write(ssl, request, (int)strlen(request));
+		size_t len = 0;
+		for (;;) {
+			int n = SSL_read(ssl, pr->resp + len, (int)(sizeof(pr->resp) - 1 - len));
+			if (n <= 0)
+				break;
+			len += (size_t)n;
+			if (len == sizeof(pr->resp) - 1)
+				break;
+		}
+		pr->resp[len] = '\0';
+	} else {
+		SSL_shutdown(ssl);
+	}
+out:
+	ERR_clear_error();
+	SSL_free(ssl);
+	if (fd >= 0)
+		close(fd);
+	SSL_CTX_free(ctx);
+}
+
+/* The subject of the server's certificate as curl sees it, on a new
+ * connection (CURLINFO_CERTINFO); "" when the request failed. */
+static void curl_subject(const char *base, char *out, size_t cap)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[256];
+	struct curl_certinfo *ci = NULL;
+	out[0] = '\0';
+	snprintf(url, sizeof(url), "%s/echo", base);
+	curl_easy_setopt(h, CURLOPT_CERTINFO, 1L);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	if (r.rc == CURLE_OK && curl_easy_getinfo(h, CURLINFO_CERTINFO, &ci) == CURLE_OK &&
+	    ci && ci->num_of_certs > 0) {
+		for (struct curl_slist *sl = ci->certinfo[0]; sl; sl = sl->next) {
+			if (strncmp(sl->data, "Subject:", 8) == 0) {
+				snprintf(out, cap, "%s", sl->data + 8);
+				break;
+			}
+		}
+	}
+	curl_easy_cleanup(h);
+}
+
+/* One GET with curl, limited to the TLS versions in sslversion and, when
+ * given, to a cipher list. Returns the curl result; its message in errbuf. */
+static CURLcode curl_tls_get(const char *base, long sslversion, const char *ciphers,
+			     long *status, char *errbuf)
+{
+	CURL *h = client_new();
+	struct resp r;
+	char url[256];
+	errbuf[0] = '\0';
+	snprintf(url, sizeof(url), "%s/echo", base);
+	curl_easy_setopt(h, CURLOPT_SSLVERSION, sslversion);
+	if (ciphers)
+		curl_easy_setopt(h, CURLOPT_SSL_CIPHER_LIST, ciphers);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	*status = r.status;
+	curl_easy_cleanup(h);
+	return r.rc;
+}
+
+/*
+ * A permissive TLS server (TLS 1.0 and up, every suite, security level 0)
+ * that answers any request with 200: the control that shows our clients
+ * really can speak TLS 1.0/1.1 and weak suites here, so that their failing
+ * against the server under test is the server's refusal.
+ */
+struct lax_server {
+	int lfd, port;
+	SSL_CTX *ctx;
+	pthread_t th;
+	atomic_bool stop;
+};
+
+static void *lax_main(void *arg)
+{
+	struct lax_server *ls = arg;
+	while (!atomic_load(&ls->stop)) {
+		struct pollfd p = { .fd = ls->lfd, .events = POLLIN };
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		int fd = accept(ls->lfd, NULL, NULL);
+		if (fd < 0)
+			continue;
+		struct timeval tv = { .tv_sec = 2 };
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		SSL *ssl = SSL_new(ls->ctx);
+		SSL_set_fd(ssl, fd);
+		if (SSL_accept(ssl) == 1) {
+			char b[4096];
+			static const char ok[] =
+				"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+			if (SSL_read(ssl, b, sizeof(b)) > 0)
+				SSL_write(ssl, ok, (int)sizeof(ok) - 1);
+			SSL_shutdown(ssl);
+		}
+		SSL_free(ssl);
+		close(fd);
+		ERR_clear_error();
+	}
+	return NULL;
+}
+
+static bool lax_start(struct lax_server *ls, const char *cert, const char *key)
+{
+	memset(ls, 0, sizeof(*ls));
+	ls->lfd = -1;
+	ls->ctx = SSL_CTX_new(TLS_server_method());
+	if (!ls->ctx)
+		return false;
+	SSL_CTX_set_security_level(ls->ctx, 0);
+	SSL_CTX_set_min_proto_version(ls->ctx, TLS1_VERSION);
+	if (SSL_CTX_set_cipher_list(ls->ctx, "ALL:@SECLEVEL=0") != 1 ||
+	    SSL_CTX_use_certificate_chain_file(ls->ctx, cert) != 1 ||
+	    SSL_CTX_use_PrivateKey_file(ls->ctx, key, SSL_FILETYPE_PEM) != 1)
+		goto fail;
+	ls->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t alen = sizeof(a);
+	if (ls->lfd < 0 || bind(ls->lfd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    listen(ls->lfd, 16) != 0 || getsockname(ls->lfd, (struct sockaddr *)&a, &alen) != 0)
+		goto fail;
+	ls->port = ntohs(a.sin_port);
+	if (pthread_create(&ls->th, NULL, lax_main, ls) != 0)
+		goto fail;
+	return true;
+fail:
+	if (ls->lfd >= 0)
+		close(ls->lfd);
+	SSL_CTX_free(ls->ctx);
+	ERR_clear_error();
+	return false;
+}
+
+static void lax_stop(struct lax_server *ls)
+{
+	atomic_store(&ls->stop, true);
+	pthread_join(ls->th, NULL);
+	close(ls->lfd);
+	SSL_CTX_free(ls->ctx);
+}
+
+/* Plain bytes to the TLS port: the connection closes by itself within
+ * limit_ms and no HTTP comes back. Returns ms to the close, -1 on a hang. */
+static int64_t plaintext_close_ms(int port, const char *bytes, size_t n, int limit_ms,
+				  char *out, size_t cap)
+{
+	int fd = raw_connect(port);
+	if (fd < 0)
+		return -1;
+	int64_t t0 = now_ms();
+	if (n)
+		raw_send(fd, bytes, n);
+	bool eof = false;
+	raw_read(fd, out, cap, limit_ms, 0, &eof);
+	int64_t ms = now_ms() - t0;
+	close(fd);
+	return eof ? ms : -1;
+}
+
 static void test_tls(void)
 {
 	char dir[] = "/tmp/sbx-http-tls-XXXXXX";
-	char cert[256], key[256];
+	char cert[256], key[256], url[256], v[256], errbuf[CURL_ERROR_SIZE];
 	REQUIRE(mkdtemp(dir) != NULL);
 	REQUIRE(make_cert(dir, cert, key, sizeof(cert)));
 	struct http_server_opts o = default_opts();
 	o.tls_cert_file = cert;
 	o.tls_key_file = key;
 	struct tserver ts;
+	struct lax_server lax;
 	bool started = server_start(&ts, &o);
 	CHECK(started);
-	if (started) {
-		CURL *h = client_new();
-		struct resp r;
-		char url[256];
-		snprintf(url, sizeof(url), "%s/echo?a=tls", ts.base);
-		/* curl offers h2 over TLS; we must negotiate http/1.1 */
-		curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-		for (int i = 0; i < 3; i++) {
-			req_do(h, "GET", url, NULL, NULL, &r);
-			CHECK_INT(r.rc, CURLE_OK);
-			CHECK_INT(r.status, 200);
-			CHECK(strstr(r.body, "\"a\":[\"tls\"]") != NULL);
+	bool lax_ok = lax_start(&lax, cert, key);
+	CHECK(lax_ok);
+	if (!started || !lax_ok)
+		goto out;
+	char lax_base[64];
+	snprintf(lax_base, sizeof(lax_base), "https://127.0.0.1:%d", lax.port);
+
+	/* ALPN: curl offers h2 over TLS; we must negotiate http/1.1 */
+	CURL *h = client_new();
+	struct resp r;
+	snprintf(url, sizeof(url), "%s/echo?a=tls", ts.base);
+	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	for (int i = 0; i < 3; i++) {
+		req_do(h, "GET", url, NULL, NULL, &r);
+		CHECK_INT(r.rc, CURLE_OK);
+		CHECK_INT(r.status, 200);
+		CHECK(strstr(r.body, "\"a\":[\"tls\"]") != NULL);
+	}
+	long ver = 0;
+	curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &ver);
+	CHECK_INT(ver, CURL_HTTP_VERSION_1_1);
+	CHECK_INT(stats(&ts).connections, 1);
+
+	/* HTTPS responses: HSTS and the security headers, errors included */
+	static const char *const paths[] = { "/echo", "/error", "/empty" };
+	for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+		snprintf(url, sizeof(url), "%s%s", ts.base, paths[i]);
+		req_do(h, "GET", url, NULL, NULL, &r);
+		CHECK_INT(r.rc, CURLE_OK);
+		CHECK_STR(hdr(&r, "Strict-Transport-Security", v, sizeof(v)), "max-age=31536000");
+		CHECK_STR(hdr(&r, "X-Content-Type-Options", v, sizeof(v)), "nosniff");
+		CHECK_STR(hdr(&r, "Cache-Control", v, sizeof(v)), "no-store");
+		CHECK_STR(hdr(&r, "X-Frame-Options", v, sizeof(v)), "DENY");
+		CHECK_STR(hdr(&r, "Content-Security-Policy", v, sizeof(v)),
+			  "default-src 'none'; frame-ancestors 'none'");
+		CHECK_STR(hdr(&r, "Referrer-Policy", v, sizeof(v)), "no-referrer");
+	}
+	curl_easy_cleanup(h);
+	/* lws's own 403 over TLS carries them too */
+	struct probe pr;
+	tls_probe(ts.port, TLS1_2_VERSION, 0, NULL, NULL,
+		  "GET /echo%zz HTTP/1.1\r\nHost: x\r\n\r\n", &pr);
+	CHECK(pr.ok);
+	CHECK_INT(raw_status(pr.resp), 403);
+	CHECK(strcasestr(pr.resp, "strict-transport-security: max-age=31536000") != NULL);
+	CHECK(strcasestr(pr.resp, "x-frame-options: DENY") != NULL);
+
+	/* curl: TLS 1.2 and 1.3 work */
+	long status = 0;
+	CHECK_INT(curl_tls_get(ts.base, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2,
+			       NULL, &status, errbuf), CURLE_OK);
+	CHECK_INT(status, 200);
+	CHECK_INT(curl_tls_get(ts.base, CURL_SSLVERSION_TLSv1_3 | CURL_SSLVERSION_MAX_TLSv1_3,
+			       NULL, &status, errbuf), CURLE_OK);
+	CHECK_INT(status, 200);
+	/* curl: TLS 1.1 and 1.0 refused by the server. At OpenSSL 3's default
+	 * security level curl would not even offer them, hence @SECLEVEL=0;
+	 * the lax server shows that the offer is real. */
+	static const struct {
+		long v;
+		const char *name;
+	} old[] = {
+		{ CURL_SSLVERSION_TLSv1_1 | CURL_SSLVERSION_MAX_TLSv1_1, "TLS 1.1" },
+		{ CURL_SSLVERSION_TLSv1_0 | CURL_SSLVERSION_MAX_TLSv1_0, "TLS 1.0" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(old); i++) {
+		CURLcode rc = curl_tls_get(lax_base, old[i].v, "DEFAULT:@SECLEVEL=0", &status, errbuf);
+		if (rc != CURLE_OK)
+			fprintf(stderr, "control: curl cannot speak %s here: %s\n", old[i].name, errbuf);
+		CHECK_INT(rc, CURLE_OK);
+		rc = curl_tls_get(ts.base, old[i].v, "DEFAULT:@SECLEVEL=0", &status, errbuf);
+		CHECK(rc == CURLE_SSL_CONNECT_ERROR);
+		CHECK(strstr(errbuf, "protocol version") != NULL);
+		/* as curl comes: at the default security level OpenSSL 3 does not
+		 * even try ("legacy sigalg disallowed or unsupported") */
+		rc = curl_tls_get(ts.base, old[i].v, NULL, &status, errbuf);
+		CHECK(rc != CURLE_OK);
+	}
+	/* curl: a weak suite (RSA key exchange, CBC, SHA-1) refused; a modern one works */
+	CHECK_INT(curl_tls_get(lax_base, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2,
+			       "ECDHE-ECDSA-AES128-SHA", &status, errbuf), CURLE_OK);
+	CHECK_INT(curl_tls_get(ts.base, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2,
+			       "AES128-SHA", &status, errbuf), CURLE_SSL_CONNECT_ERROR);
+	CHECK_INT(curl_tls_get(ts.base, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2,
+			       "ECDHE-ECDSA-AES128-SHA", &status, errbuf), CURLE_SSL_CONNECT_ERROR);
+	CHECK(strstr(errbuf, "handshake failure") != NULL);
+	CHECK_INT(curl_tls_get(ts.base, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2,
+			       "ECDHE-ECDSA-CHACHA20-POLY1305", &status, errbuf), CURLE_OK);
+	CHECK_INT(status, 200);
+
+	/* the same with our own client, which tells who refused */
+	tls_probe(lax.port, TLS1_1_VERSION, TLS1_1_VERSION, NULL, NULL, NULL, &pr);
+	CHECK(pr.ok); /* control */
+	static const int old_versions[] = { TLS1_VERSION, TLS1_1_VERSION };
+	for (size_t i = 0; i < ARRAY_SIZE(old_versions); i++) {
+		tls_probe(ts.port, old_versions[i], old_versions[i], NULL, NULL, NULL, &pr);
+		CHECK(!pr.ok);
+		CHECK_INT(pr.reason, SSL_R_TLSV1_ALERT_PROTOCOL_VERSION);
+	}
+	tls_probe(ts.port, TLS1_2_VERSION, TLS1_2_VERSION, NULL, NULL, NULL, &pr);
+	CHECK(pr.ok);
+	CHECK_INT(pr.version, TLS1_2_VERSION);
+	CHECK(strncmp(pr.cipher, "ECDHE-ECDSA-", 12) == 0);
+	CHECK(strstr(pr.cipher, "GCM") || strstr(pr.cipher, "CHACHA20"));
+	CHECK(!pr.compressed);
+	CHECK_STR(pr.cn, "localhost");
+	tls_probe(ts.port, TLS1_3_VERSION, TLS1_3_VERSION, NULL, NULL, NULL, &pr);
+	CHECK(pr.ok);
+	CHECK_INT(pr.version, TLS1_3_VERSION);
+	static const char *const weak[] = {
+		"AES128-SHA", "AES256-GCM-SHA384", "ECDHE-ECDSA-AES128-SHA",
+		"ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-CCM8", "ECDHE-ECDSA-NULL-SHA",
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(weak); i++) {
+		tls_probe(ts.port, TLS1_2_VERSION, TLS1_2_VERSION, weak[i], NULL, NULL, &pr);
+		if (pr.ok || pr.reason != SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE) {
+			t_failed++;
+			fprintf(stderr, "weak suite %s: ok %d reason %d\n", weak[i], pr.ok, pr.reason);
+		} else {
+			t_passed++;
 		}
-		long ver = 0;
-		curl_easy_getinfo(h, CURLINFO_HTTP_VERSION, &ver);
-		CHECK_INT(ver, CURL_HTTP_VERSION_1_1);
-		CHECK_INT(stats(&ts).connections, 1);
-		curl_easy_cleanup(h);
+	}
+	/* TLS 1.3: a suite outside OpenSSL's defaults is refused */
+	tls_probe(ts.port, TLS1_3_VERSION, TLS1_3_VERSION, NULL, "TLS_AES_128_CCM_8_SHA256",
+		  NULL, &pr);
+	CHECK(!pr.ok);
+	/* the server's order wins: the client prefers ChaCha20 */
+	tls_probe(ts.port, TLS1_2_VERSION, TLS1_2_VERSION,
+		  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256", NULL, NULL, &pr);
+	CHECK(pr.ok);
+	CHECK_STR(pr.cipher, "ECDHE-ECDSA-AES128-GCM-SHA256");
 
-		/* plain HTTP on the TLS port gets nothing useful */
-		char out[1024];
-		bool eof;
-		const char *req = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
-		raw_exchange(ts.port, req, strlen(req), out, sizeof(out), 3000, &eof);
-		CHECK_INT(raw_status(out), 0);
+	/* no renegotiation: the client asks, the server says no */
+	{
+		SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+		SSL_CTX_set_max_proto_version(cctx, TLS1_2_VERSION);
+		SSL_CTX_set_verify(cctx, SSL_VERIFY_NONE, NULL);
+		int fd = raw_connect(ts.port);
+		struct timeval tv = { .tv_sec = 5 };
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		SSL *ssl = SSL_new(cctx);
+		SSL_set_fd(ssl, fd);
+		CHECK_INT(SSL_connect(ssl), 1);
+		CHECK_INT(SSL_renegotiate(ssl), 1);
+		CHECK(SSL_do_handshake(ssl) != 1);
+		CHECK_INT(ERR_GET_REASON(ERR_peek_error()), SSL_R_NO_RENEGOTIATION);
+		ERR_clear_error();
+		SSL_free(ssl);
+		close(fd);
+		SSL_CTX_free(cctx);
+	}
 
+	/* plain HTTP to the TLS port: closed at once, nothing that looks like HTTP */
+	char out[1024];
+	const char *req = "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n";
+	int64_t ms = plaintext_close_ms(ts.port, req, strlen(req), 3000, out, sizeof(out));
+	CHECK(ms >= 0 && ms < 1000);
+	CHECK_STR(out, ""); /* OpenSSL recognises HTTP and sends not even an alert */
+	req = "POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}";
+	ms = plaintext_close_ms(ts.port, req, strlen(req), 3000, out, sizeof(out));
+	CHECK(ms >= 0 && ms < 1000);
+	CHECK_INT(raw_status(out), 0);
+	/* other bytes: closed, at most with a TLS alert record (type 21) */
+	static const char junk[] = "\x01\x02\x03\x04\x05 hello there";
+	ms = plaintext_close_ms(ts.port, junk, sizeof(junk) - 1, 3000, out, sizeof(out));
+	CHECK(ms >= 0 && ms < 1000);
+	CHECK(out[0] == '\0' || out[0] == 0x15);
+	/* nothing, or less than a record header: closed after request_timeout_s */
+	ms = plaintext_close_ms(ts.port, NULL, 0, 5000, out, sizeof(out));
+	CHECK(ms >= 900 && ms < 4000);
+	ms = plaintext_close_ms(ts.port, "GE", 2, 5000, out, sizeof(out));
+	CHECK(ms >= 900 && ms < 4000);
+	CHECK_STR(out, "");
+	/* and the server is still fine */
+	CHECK_INT(curl_tls_get(ts.base, CURL_SSLVERSION_TLSv1_2, NULL, &status, errbuf), CURLE_OK);
+	CHECK_INT(status, 200);
+
+out:
+	if (lax_ok)
+		lax_stop(&lax);
+	if (started) {
 		server_stop(&ts);
 		server_free(&ts);
 	}
+	rm_tree(dir);
+}
+
+/*
+ * A Secret volume as the kubelet writes it: dir/tls.crt -> ..data/tls.crt,
+ * dir/tls.key -> ..data/tls.key, and an update makes a new directory and
+ * swaps the ..data symlink with rename(2). Version n gets a pair for cn;
+ * mismatched: the key belongs to another certificate.
+ */
+static bool secret_publish(const char *dir, int n, const char *cn, bool rsa, bool mismatched)
+{
+	char vdir[256], rel[32], cert[300], key[300], other[300], tmp[300], data[300];
+	snprintf(rel, sizeof(rel), "..v%d", n);
+	snprintf(vdir, sizeof(vdir), "%s/%s", dir, rel);
+	if (mkdir(vdir, 0700) != 0)
+		return false;
+	snprintf(cert, sizeof(cert), "%s/tls.crt", vdir);
+	snprintf(key, sizeof(key), "%s/tls.key", vdir);
+	if (!write_pair(cert, key, cn, rsa, NULL))
+		return false;
+	if (mismatched) {
+		snprintf(other, sizeof(other), "%s/other.crt", vdir);
+		if (!write_pair(other, key, "other", rsa, NULL)) /* replaces the key */
+			return false;
+	}
+	snprintf(tmp, sizeof(tmp), "%s/..data_tmp", dir);
+	snprintf(data, sizeof(data), "%s/..data", dir);
+	unlink(tmp);
+	return symlink(rel, tmp) == 0 && rename(tmp, data) == 0;
+}
+
+/* Poll until a new connection sees cn (our client), up to limit_ms; the
+ * ms it took, or -1. */
+static int64_t wait_for_cn(int port, const char *cn, int limit_ms)
+{
+	int64_t t0 = now_ms();
+	struct probe pr;
+	do {
+		tls_probe(port, TLS1_2_VERSION, 0, NULL, NULL, NULL, &pr);
+		if (pr.ok && strcmp(pr.cn, cn) == 0)
+			return now_ms() - t0;
+		usleep(50 * 1000);
+	} while (now_ms() - t0 < limit_ms);
+	return -1;
+}
+
+static uint64_t wait_for_failures(struct tserver *ts, uint64_t want, int limit_ms)
+{
+	int64_t t0 = now_ms();
+	uint64_t n;
+	while ((n = stats(ts).tls_reload_failures) < want && now_ms() - t0 < limit_ms)
+		usleep(50 * 1000);
+	return n;
+}
+
+/* How many times needle occurs in the file at path. */
+static int count_in_file(const char *path, const char *needle)
+{
+	char *data = NULL;
+	size_t len = 0;
+	int n = 0;
+	if (read_file_bounded(path, 1 << 20, &data, &len) != 0)
+		return -1;
+	for (const char *p = data; (p = strstr(p, needle)); p++)
+		n++;
+	free(data);
+	return n;
+}
+
+static void test_tls_reload(void)
+{
+	char dir[] = "/tmp/sbx-http-tls-reload-XXXXXX";
+	char cert[300], key[300], tmp[300], subject[256], logpath[300];
+	REQUIRE(mkdtemp(dir) != NULL);
+	snprintf(cert, sizeof(cert), "%s/tls.crt", dir);
+	snprintf(key, sizeof(key), "%s/tls.key", dir);
+	snprintf(logpath, sizeof(logpath), "%s/log", dir);
+	REQUIRE(secret_publish(dir, 1, "sbx-one", false, false));
+	REQUIRE(symlink("..data/tls.crt", cert) == 0);
+	REQUIRE(symlink("..data/tls.key", key) == 0);
+	struct http_server_opts o = default_opts();
+	o.tls_cert_file = cert;
+	o.tls_key_file = key;
+	o.idle_timeout_s = 30; /* the old connection must outlive the test */
+	struct tserver ts;
+	bool started = server_start(&ts, &o);
+	CHECK(started);
+	if (!started)
+		goto out;
+	curl_subject(ts.base, subject, sizeof(subject));
+	CHECK(strstr(subject, "sbx-one") != NULL);
+
+	/* a keep-alive connection from before the rotation */
+	CURL *h = client_new();
+	struct resp r;
+	char url[256];
+	snprintf(url, sizeof(url), "%s/echo", ts.base);
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.status, 200);
+
+	/* the Secret changes: new connections get the new certificate */
+	REQUIRE(secret_publish(dir, 2, "sbx-two", false, false));
+	int64_t ms = wait_for_cn(ts.port, "sbx-two", 5000);
+	CHECK(ms >= 0 && ms < 3000);
+	curl_subject(ts.base, subject, sizeof(subject));
+	CHECK(strstr(subject, "sbx-two") != NULL);
+	CHECK_INT(stats(&ts).tls_reloads, 1);
+	/* the old connection carries on */
+	req_do(h, "GET", url, NULL, NULL, &r);
+	CHECK_INT(r.rc, CURLE_OK);
+	CHECK_INT(r.status, 200);
+	CHECK_INT(r.connects, 0);
+	curl_easy_cleanup(h);
+
+	/* another key type: the ECDSA certificate is gone, not kept beside it */
+	REQUIRE(secret_publish(dir, 3, "sbx-three", true, false));
+	ms = wait_for_cn(ts.port, "sbx-three", 5000);
+	CHECK(ms >= 0 && ms < 3000);
+	struct probe pr;
+	tls_probe(ts.port, TLS1_2_VERSION, TLS1_2_VERSION, NULL, NULL, NULL, &pr);
+	CHECK(pr.ok && strncmp(pr.cipher, "ECDHE-RSA-", 10) == 0);
+	tls_probe(ts.port, TLS1_2_VERSION, TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256",
+		  NULL, NULL, &pr);
+	CHECK(!pr.ok);
+
+	/* a key that does not match: refused, logged once, the old pair stays */
+	int logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	REQUIRE(logfd >= 0);
+	log_set_fd(logfd);
+	REQUIRE(secret_publish(dir, 4, "sbx-four", false, true));
+	CHECK_INT(wait_for_failures(&ts, 1, 5000), 1);
+	tls_probe(ts.port, TLS1_2_VERSION, 0, NULL, NULL, NULL, &pr);
+	CHECK(pr.ok);
+	CHECK_STR(pr.cn, "sbx-three");
+	usleep(2500 * 1000); /* more looks at the same files */
+	CHECK_INT(stats(&ts).tls_reload_failures, 1);
+	CHECK_INT(stats(&ts).tls_reloads, 2);
+	log_set_fd(2);
+	close(logfd);
+	CHECK_INT(count_in_file(logpath, "does not match the certificate"), 1);
+	CHECK_INT(count_in_file(logpath, key), 1); /* names the file */
+	CHECK_INT(count_in_file(logpath, "PRIVATE KEY"), 0);
+	curl_subject(ts.base, subject, sizeof(subject));
+	CHECK(strstr(subject, "sbx-three") != NULL);
+
+	/* fixed: taken */
+	REQUIRE(secret_publish(dir, 5, "sbx-five", false, false));
+	ms = wait_for_cn(ts.port, "sbx-five", 5000);
+	CHECK(ms >= 0 && ms < 3000);
+	CHECK_INT(stats(&ts).tls_reloads, 3);
+
+	/*
+	 * Files replaced in place, one after the other, with a look in between:
+	 * no failure. wait_for_cn returned just after the look that took
+	 * sbx-five, so the next look comes in about 1 s and the one after in
+	 * about 2 s: with the key 1.2 s after the certificate, exactly one look
+	 * sees the new certificate beside the old key, and it must wait.
+	 */
 	unlink(cert);
 	unlink(key);
-	rmdir(dir);
+	snprintf(tmp, sizeof(tmp), "%s/..v5/tls.crt", dir);
+	REQUIRE(rename(tmp, cert) == 0);
+	snprintf(tmp, sizeof(tmp), "%s/..v5/tls.key", dir);
+	REQUIRE(rename(tmp, key) == 0);
+	snprintf(tmp, sizeof(tmp), "%s/spare.key", dir);
+	REQUIRE(write_pair(cert, tmp, "sbx-six", false, NULL)); /* cert first... */
+	usleep(1200 * 1000);
+	char spare_key[300];
+	snprintf(spare_key, sizeof(spare_key), "%s/spare.key", dir);
+	REQUIRE(rename(spare_key, key) == 0);            /* ...then its key */
+	ms = wait_for_cn(ts.port, "sbx-six", 6000);
+	CHECK(ms >= 0 && ms < 4500);
+	CHECK_INT(stats(&ts).tls_reload_failures, 1);
+
+	/* asked (SIGHUP): read again at once, changed or not */
+	uint64_t before = stats(&ts).tls_reloads;
+	int64_t t0 = now_ms();
+	http_server_reload_tls(ts.srv);
+	while (stats(&ts).tls_reloads == before && now_ms() - t0 < 2000)
+		usleep(10 * 1000);
+	CHECK_INT(stats(&ts).tls_reloads, before + 1);
+	CHECK(now_ms() - t0 < 500);
+	/* asked with a broken key file: refused, logged, old pair kept */
+	FILE *f = fopen(key, "w");
+	REQUIRE(f != NULL);
+	fputs("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n", f);
+	fclose(f);
+	http_server_reload_tls(ts.srv);
+	CHECK_INT(wait_for_failures(&ts, 2, 2000), 2);
+	tls_probe(ts.port, TLS1_2_VERSION, 0, NULL, NULL, NULL, &pr);
+	CHECK(pr.ok);
+	CHECK_STR(pr.cn, "sbx-six");
+
+	server_stop(&ts);
+	http_server_reload_tls(ts.srv); /* after run: harmless */
+	server_free(&ts);
+	http_server_reload_tls(NULL);
+out:
+	rm_tree(dir);
+}
+
+static void test_tls_new_errors(void)
+{
+	char dir[] = "/tmp/sbx-http-tls-bad-XXXXXX";
+	char a_cert[300], a_key[300], b_cert[300], b_key[300], enc[300], junk[300], err[512];
+	REQUIRE(mkdtemp(dir) != NULL);
+	snprintf(a_cert, sizeof(a_cert), "%s/a.crt", dir);
+	snprintf(a_key, sizeof(a_key), "%s/a.key", dir);
+	snprintf(b_cert, sizeof(b_cert), "%s/b.crt", dir);
+	snprintf(b_key, sizeof(b_key), "%s/b.key", dir);
+	snprintf(enc, sizeof(enc), "%s/enc.key", dir);
+	snprintf(junk, sizeof(junk), "%s/junk.pem", dir);
+	REQUIRE(write_pair(a_cert, a_key, "a", false, NULL));
+	REQUIRE(write_pair(b_cert, b_key, "b", true, NULL));
+	REQUIRE(write_pair(junk, enc, "c", false, "secret-pass"));
+	FILE *f = fopen(junk, "w");
+	REQUIRE(f != NULL);
+	fputs("hello\n", f);
+	fclose(f);
+
+	struct http_server_opts o = default_opts();
+	o.tls_cert_file = a_cert;
+	o.tls_key_file = b_key;
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "does not match") != NULL);
+	CHECK(strstr(err, b_key) != NULL);
+	o.tls_key_file = enc;
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "encrypted") != NULL);
+	CHECK(strstr(err, "secret-pass") == NULL);
+	o.tls_key_file = junk;
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "no private key") != NULL);
+	o.tls_cert_file = junk;
+	o.tls_key_file = a_key;
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "no certificate") != NULL);
+	/* the same file for both (certificate and key together) is fine */
+	FILE *both = fopen(junk, "w");
+	REQUIRE(both != NULL);
+	char *data = NULL;
+	size_t len = 0;
+	REQUIRE(read_file_bounded(a_cert, 1 << 20, &data, &len) == 0);
+	fwrite(data, 1, len, both);
+	free(data);
+	REQUIRE(read_file_bounded(a_key, 1 << 20, &data, &len) == 0);
+	fwrite(data, 1, len, both);
+	free(data);
+	fclose(both);
+	o.tls_cert_file = junk;
+	o.tls_key_file = junk;
+	struct http_server *srv = http_server_new(&o, handler, NULL, err, sizeof(err));
+	CHECK(srv != NULL);
+	http_server_reload_tls(srv); /* before run: harmless */
+	http_server_free(srv);
+	rm_tree(dir);
 }
 
 /* Run only the tests named on the command line (substring match), or all. */
@@ -1609,6 +2295,8 @@ int main(int argc, char **argv)
 	RUN_IF(test_on_reply_hook);
 	RUN_IF(test_stop);
 	RUN_IF(test_tls);
+	RUN_IF(test_tls_reload);
+	RUN_IF(test_tls_new_errors);
 	int64_t ms = server_stop(&S);
 	CHECK(ms < 5000);
 	server_free(&S);
