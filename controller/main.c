@@ -64,7 +64,7 @@ static void on_signal(int sig)
 static void *housekeeping_thread(void *ud)
 {
 	struct sandbox_api *api = ud;
-	int64_t next_reload = 0;
+	int64_t next_reload = 0, next_trim = 0;
 	while (!signals_seen && !stop_flag) {
 		if (hup_seen) {
 			hup_seen = 0;
@@ -76,6 +76,11 @@ static void *housekeeping_thread(void *ud)
 		} else if (now_ms() >= next_reload) {
 			(void)auth_reload(sec.auth, false);
 			next_reload = now_ms() + 1000;
+			/* hand memory freed after a burst back to the system */
+			if (now_ms() >= next_trim) {
+				malloc_trim(0);
+				next_trim = now_ms() + 10000;
+			}
 		}
 		sleep_ms_interruptible(100, &stop_flag);
 	}
@@ -220,7 +225,7 @@ int main(int argc, char **argv)
 {
 	/* 32 workers would otherwise get up to 16 malloc arenas (8 per core),
 	 * each keeping freed memory: a few arenas keep the resident set small */
-	mallopt(M_ARENA_MAX, 4);
+	mallopt(M_ARENA_MAX, 2);
 	if (argc > 1 && strcmp(argv[1], "keygen") == 0)
 		return auth_keygen_main(argc - 1, argv + 1);
 	for (int i = 1; i < argc; i++) {
