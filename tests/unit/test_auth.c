@@ -72,7 +72,12 @@ static char *pem_of(EVP_PKEY *k)
 	if (!b || PEM_write_bio_PUBKEY(b, k) != 1)
 		exit(2);
 	long n = BIO_get_mem_data(b, &data);
-	out = strndup(data, (size_t)n);
+	/* not strndup: the BIO's data has no NUL, and strndup may look one past n */
+	out = malloc((size_t)n + 1);
+	if (!out)
+		exit(2);
+	memcpy(out, data, (size_t)n);
+	out[n] = '\0';
 	BIO_free(b);
 	return out;
 }
@@ -1282,7 +1287,11 @@ static void test_jwks(void)
 		char *data;
 		PEM_write_bio_PrivateKey(b, ec, NULL, NULL, 0, NULL, NULL);
 		long n = BIO_get_mem_data(b, &data);
-		char *priv = strndup(data, (size_t)n);
+		char *priv = malloc((size_t)n + 1); /* the BIO's data has no NUL */
+		if (!priv)
+			exit(2);
+		memcpy(priv, data, (size_t)n);
+		priv[n] = '\0';
 		BIO_free(b);
 		write_file("small.pem", priv);
 		free_secret(priv);
