@@ -6,6 +6,7 @@
  * or loses a line.
  */
 #include "audit.h"
+#include "util.h"
 
 #include "log.h"
 
@@ -63,42 +64,6 @@ static void puts_(struct line *l, const char *s)
 	put(l, s, strlen(s));
 }
 
-/*
- * Length of the well-formed UTF-8 sequence at s (1-4), or 0 when the bytes
- * there are not one (stray continuation, overlong form, surrogate, beyond
- * U+10FFFF, truncated).
- */
-static size_t utf8_seq(const unsigned char *s)
-{
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t n;
-	uint32_t cp, min;
-	if ((c & 0xe0) == 0xc0) {
-		n = 2;
-		cp = c & 0x1f;
-		min = 0x80;
-	} else if ((c & 0xf0) == 0xe0) {
-		n = 3;
-		cp = c & 0x0f;
-		min = 0x800;
-	} else if ((c & 0xf8) == 0xf0) {
-		n = 4;
-		cp = c & 0x07;
-		min = 0x10000;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0; /* also stops at the NUL */
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
 
 /* The JSON escape of the character at s into out (at most 6 bytes); *used
  * gets how many input bytes it took. Returns the output length. */
@@ -108,7 +73,7 @@ static size_t escape_char(const char *s, char out[8], size_t *used)
 	unsigned char c = (unsigned char)*s;
 	*used = 1;
 	if (c >= 0x80) {
-		size_t k = utf8_seq((const unsigned char *)s);
+		size_t k = utf8_seq_len((const unsigned char *)s);
 		if (k == 0) {
 			memcpy(out, "\xef\xbf\xbd", 3); /* U+FFFD */
 			return 3;

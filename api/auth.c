@@ -287,30 +287,14 @@ static void hex_encode(const unsigned char *in, size_t n, char *out)
 
 /* ---- validators ---- */
 
-static bool is_lower_alnum(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-/* [a-z0-9]([a-z0-9-]{0,max-2}[a-z0-9])?, n bytes */
-static bool valid_label_n(const char *s, size_t n, size_t max)
-{
-	if (n == 0 || n > max || !is_lower_alnum(s[0]) || !is_lower_alnum(s[n - 1]))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!is_lower_alnum(s[i]) && s[i] != '-')
-			return false;
-	return true;
-}
-
 static bool valid_tenant(const char *s)
 {
-	return valid_label_n(s, strlen(s), 63);
+	return config_valid_label_n(s, strlen(s), 63);
 }
 
 static bool valid_key_id_n(const char *s, size_t n)
 {
-	return valid_label_n(s, n, AUTH_KEY_ID_MAX);
+	return config_valid_label_n(s, n, AUTH_KEY_ID_MAX);
 }
 
 /* A JWT sub we can log and store: 1..SUB_MAX printable ASCII characters. */

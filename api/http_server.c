@@ -449,42 +449,6 @@ static bool extra_usable(const struct http_header *h)
 	       !header_reserved(h->name);
 }
 
-/*
- * Length of the well-formed UTF-8 sequence at s (1-4), or 0 when the bytes
- * there are not one (stray continuation, overlong form, surrogate, beyond
- * U+10FFFF, truncated).
- */
-static size_t utf8_seq(const unsigned char *s)
-{
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t n;
-	uint32_t cp, min;
-	if ((c & 0xe0) == 0xc0) {
-		n = 2;
-		cp = c & 0x1f;
-		min = 0x80;
-	} else if ((c & 0xf0) == 0xe0) {
-		n = 3;
-		cp = c & 0x0f;
-		min = 0x800;
-	} else if ((c & 0xf8) == 0xf0) {
-		n = 4;
-		cp = c & 0x07;
-		min = 0x10000;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0; /* also stops at the NUL */
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
 
 /* Bytes of JSON string content for s once escaped (no quotes): messages may
  * quote client input, so invalid UTF-8 becomes U+FFFD (3 bytes). */
@@ -493,7 +457,7 @@ static size_t json_escaped_len(const char *s)
 	size_t n = 0;
 	while (*s) {
 		unsigned char c = (unsigned char)*s;
-		size_t k = utf8_seq((const unsigned char *)s);
+		size_t k = utf8_seq_len((const unsigned char *)s);
 		if (k == 0) {
 			n += 3;
 			k = 1;
@@ -515,7 +479,7 @@ static char *json_escape_to(char *d, const char *s)
 	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 		if (c >= 0x80) {
-			size_t k = utf8_seq((const unsigned char *)s);
+			size_t k = utf8_seq_len((const unsigned char *)s);
 			if (k == 0) {
 				memcpy(d, "\xef\xbf\xbd", 3); /* U+FFFD */
 				d += 3;

@@ -265,16 +265,20 @@ static bool is_lower_alnum(char c)
 	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
-/* [a-z0-9-]{1,max}, a letter or digit at both ends (RFC 1123 label). */
-static bool valid_dns_label(const char *s, size_t max)
+bool config_valid_label_n(const char *s, size_t n, size_t max)
 {
-	size_t n = strlen(s);
 	if (n == 0 || n > max || !is_lower_alnum(s[0]) || !is_lower_alnum(s[n - 1]))
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!is_lower_alnum(s[i]) && s[i] != '-')
 			return false;
 	return true;
+}
+
+/* [a-z0-9-]{1,max}, a letter or digit at both ends (RFC 1123 label). */
+static bool valid_dns_label(const char *s, size_t max)
+{
+	return config_valid_label_n(s, strlen(s), max);
 }
 
 /* RFC 1123 subdomain: dot-separated labels, at most 253 chars. */

@@ -207,6 +207,10 @@ const struct sbx_template *config_template(const struct sbx_config *cfg,
 int quantity_parse_milli(const char *q, int64_t *milli);
 int quantity_parse_bytes(const char *q, int64_t *bytes);
 
+/* Whether the n bytes at s are 1..max of [a-z0-9-] with a letter or digit at
+ * both ends (an RFC 1123 label: namespaces, template names, tenants). */
+bool config_valid_label_n(const char *s, size_t n, size_t max);
+
 /* Parse a duration: "90" (seconds), "90s", "15m", "2h", "1d": decimal digits
  * without a sign or leading zeros, then at most one unit. Returns 0 or
  * -EINVAL (also for "", "-1", "1x", "1h30m" and overflow). */

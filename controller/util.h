@@ -51,6 +51,11 @@ void sleep_ms_interruptible(int64_t ms, const volatile int *stop);
 int read_file_bounded(const char *path, size_t max, char **out, size_t *len)
 	__attribute__((warn_unused_result));
 
+/* Length of the well-formed UTF-8 sequence at s (1-4), or 0 when the bytes
+ * there are not one (stray continuation, overlong form, surrogate, beyond
+ * U+10FFFF, truncated: it stops at a NUL). */
+size_t utf8_seq_len(const unsigned char *s);
+
 /* strdup that returns NULL for NULL. */
 char *xstrdup_or_null(const char *s);
 
