@@ -850,7 +850,14 @@ static void test_v4(void)
 
 static void test_tty_resize(void)
 {
-	static const char *const argv[] = { "sh", "-c", "sleep 1; stty size", NULL };
+	/* poll the terminal size until the resize has arrived (at most 10 s), so
+	 * that a slow machine cannot race the resize against a single look */
+	static const char *const argv[] = {
+		"sh", "-c",
+		"i=0; while [ $i -lt 100 ]; do s=$(stty size); [ \"$s\" = \"37 100\" ] && break; "
+		"sleep 0.1; i=$((i+1)); done; echo \"$s\"",
+		NULL
+	};
 	struct kube_exec_req req = req_for(argv);
 	req.with_stderr = false;
 	req.tty = true;
