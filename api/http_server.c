@@ -102,6 +102,14 @@
 #define HTTP_HEAD_FIXED 320          /* status line + our own headers */
 #define HTTP_TLS_CHECK_MS 1000       /* certificate files are looked at this often */
 #define HTTP_TLS_FILE_MAX (1u << 20) /* certificate chain or key file */
+#define HTTP_WS_RX_BUF 4096          /* lws rx buffer per WebSocket (rx_buffer_size) */
+#define HTTP_WS_PIECE (16u << 10)    /* bytes per WebSocket frame written */
+#define HTTP_WS_PIECES 8             /* frames per WRITEABLE, unless choked */
+#define HTTP_WS_HDR_MAX 126          /* lws copies Connection and
+					Sec-WebSocket-Protocol into char[128] */
+#define HTTP_WS_KEY_MAX 64
+#define HTTP_WS_NAME_MAX 63          /* lws: subprotocol names into char[64] */
+#define HTTP_WS_BEARER "base64url.bearer.authorization.k8s.io."
 
 /* TLS 1.2: forward secrecy and AEAD only; Mozilla's "intermediate" list
  * without its DHE suites, in its order */
@@ -137,18 +145,23 @@ enum hdr_idx {
 	HDR_X_FORWARDED_FOR,
 	HDR_ACCEPT,
 	HDR_ORIGIN,
+	HDR_WS_PROTOCOL,
+	HDR_UPGRADE,
+	HDR_CONNECTION,
 	HDR_COUNT
 };
 
 static const char *const hdr_names[HDR_COUNT] = {
 	"authorization", "content-type", "x-request-id",
 	"x-forwarded-for", "accept", "origin",
+	"sec-websocket-protocol", "upgrade", "connection",
 };
 
 /* lws token per captured header; -1: the custom header x-request-id */
 static const int hdr_tokens[HDR_COUNT] = {
 	WSI_TOKEN_HTTP_AUTHORIZATION, WSI_TOKEN_HTTP_CONTENT_TYPE, -1,
 	WSI_TOKEN_X_FORWARDED_FOR, WSI_TOKEN_HTTP_ACCEPT, WSI_TOKEN_ORIGIN,
+	WSI_TOKEN_PROTOCOL, WSI_TOKEN_UPGRADE, WSI_TOKEN_CONNECTION,
 };
 
 enum req_stage {
@@ -180,6 +193,8 @@ struct http_request {
 	int64_t start_ms;
 	bool head;  /* HEAD: the reply has no body */
 	bool close; /* close the connection after the reply */
+	bool ws_upgrade;         /* a WebSocket upgrade request */
+	const char *ws_protocol; /* the subprotocol it would get (srv's copy) */
 	void *ctx;  /* the handler's (http_request_set_context) */
 	struct buf body;
 
@@ -197,6 +212,7 @@ enum conn_state {
 	CONN_BODY,    /* reading a request body */
 	CONN_HANDLER, /* the request is with the handler */
 	CONN_WRITING, /* writing the reply */
+	CONN_WS,      /* upgraded: c->ws */
 };
 
 enum chunk_state {
@@ -223,6 +239,8 @@ struct conn {
 	bool check_peer;               /* reply came late: is the client still there? */
 	bool chunked;
 	bool raw;                      /* lws fell back to a raw socket */
+	bool in_upgrade;               /* the handler has an upgrade request */
+	struct http_ws *ws;            /* accepted WebSocket, until it closes */
 	struct chunked ch;
 	char peer[64];
 };
@@ -276,8 +294,48 @@ struct http_server {
 	struct conn *conns;
 	size_t nconns;
 
+	/* WebSocket */
+	char **ws_protos;               /* NULL-terminated copy; NULL: none */
+	struct lws_protocols *protocols; /* "http", then one per ws_protos */
+	size_t ws_max_message, ws_high_water;
+	lws_retry_bo_t ws_retry;        /* ping interval */
+	struct http_ws *ws_pending;     /* mu: need the service thread */
+
 	atomic_uint_fast64_t st_connections, st_requests, st_replies,
-		st_dropped, st_rejected, st_tls_reloads, st_tls_reload_failures;
+		st_dropped, st_rejected, st_tls_reloads, st_tls_reload_failures,
+		st_ws_accepted, st_ws_open;
+};
+
+/* A message waiting to be sent; buf holds LWS_PRE + len bytes. */
+struct ws_msg {
+	struct ws_msg *next;
+	size_t len, pos; /* pos: bytes already written */
+	bool binary;
+	unsigned char buf[];
+};
+
+struct http_ws {
+	struct http_server *srv;
+	struct http_ws_ops ops;
+	void *ud;
+	/* srv->mu */
+	int refs;            /* the owner's, the server's, one while pending */
+	bool closed;         /* the connection is gone */
+	bool close_asked;    /* http_ws_close, or the server stopping */
+	bool want_ready;     /* on_send_ready owed */
+	bool pause_want;
+	bool pending;        /* on srv->ws_pending */
+	int close_code;
+	char close_reason[124];
+	struct ws_msg *q_head, *q_tail;
+	size_t q_bytes;      /* not yet written */
+	struct http_ws *pending_next;
+	/* service thread */
+	struct conn *conn;   /* NULL once closed */
+	bool opened, pause_applied;
+	int final_code;      /* for on_close: first close code seen */
+	size_t rx_len;       /* of the message being received */
+	char id[HTTP_REQUEST_ID_MAX + 1]; /* the upgrade request's, for the 101 */
 };
 
 /* ---- small helpers ---- */
@@ -322,6 +380,7 @@ static const char *status_reason(int status)
 	case 415: return "Unsupported Media Type";
 	case 417: return "Expectation Failed";
 	case 422: return "Unprocessable Content";
+	case 426: return "Upgrade Required";
 	case 429: return "Too Many Requests";
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
@@ -588,7 +647,7 @@ static char *put_uint(char *d, uint64_t v)
  * Finish req->out, whose body (body_len bytes) is already at
  * LWS_PRE + hb: write the status line and headers right before it.
  */
-static void head_finish(struct http_request *req, int status, bool json,
+static void head_finish(struct http_request *req, int status, const char *ctype,
 			size_t body_len, const struct http_header *extra,
 			size_t nextra, size_t hb)
 {
@@ -601,8 +660,11 @@ static void head_finish(struct http_request *req, int status, bool json,
 	d = put(d, status_reason(status));
 	d = put(d, "\r\n");
 	if (status_has_body(status)) {
-		if (json && body_len)
-			d = put(d, "Content-Type: application/json\r\n");
+		if (ctype && body_len) {
+			d = put(d, "Content-Type: ");
+			d = put(d, ctype);
+			d = put(d, "\r\n");
+		}
 		d = put(d, "Content-Length: ");
 		d = put_uint(d, body_len);
 		d = put(d, "\r\n");
@@ -680,7 +742,7 @@ static int build_error(struct http_request *req, int status, const char *code,
 	d = put(d, p3);
 	d = json_escape_to(d, req->id);
 	d = put(d, p4);
-	head_finish(req, status, true, (size_t)(d - b), extra, nextra, hb);
+	head_finish(req, status, "application/json", (size_t)(d - b), extra, nextra, hb);
 	return 0;
 }
 
@@ -723,7 +785,7 @@ static int build_json(struct http_request *req, int status, const cJSON *body,
 			free(s);
 		}
 	}
-	head_finish(req, status, true, blen, extra, nextra, hb);
+	head_finish(req, status, "application/json", blen, extra, nextra, hb);
 	return 0;
 }
 
@@ -889,10 +951,14 @@ static struct conn *conn_new(struct http_server *srv, struct lws *wsi)
 	return c;
 }
 
+static void ws_finish(struct http_ws *ws);
+
 static void conn_destroy(struct conn *c)
 {
 	struct http_server *srv = c->srv;
 	lws_sul_cancel(&c->deadline);
+	if (c->ws)
+		ws_finish(c->ws); /* on_close; clears c->ws */
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -1151,7 +1217,9 @@ static int body_framing(struct conn *c, struct http_request *req, bool *has_body
 	return 0;
 }
 
-static int on_http(struct conn *c, const char *uri, size_t urilen)
+/* The request head into a new c->req: 0 when it may go on, 1 after reject(),
+ * -1 to close the connection without a response. */
+static int request_head(struct conn *c, const char *uri, size_t urilen)
 {
 	struct http_server *srv = c->srv;
 	struct lws *wsi = c->wsi;
@@ -1184,28 +1252,39 @@ static int on_http(struct conn *c, const char *uri, size_t urilen)
 
 	if (srv->stopping) {
 		reject(c, 503, "shutting_down", "the server is shutting down");
-		return 0;
+		return 1;
 	}
 	if (!m) {
 		reject(c, 501, "not_implemented", "method not implemented");
-		return 0;
+		return 1;
 	}
 	if (urilen > HTTP_MAX_PATH_BYTES) {
 		reject(c, 414, "uri_too_long", "path over %d bytes", HTTP_MAX_PATH_BYTES);
-		return 0;
+		return 1;
 	}
 	if (urilen == 0 || uri[0] != '/' || has_ctl(uri, urilen)) {
 		reject(c, 400, "bad_path", "invalid request path");
-		return 0;
+		return 1;
 	}
 	req->path = arena_put(req, uri, urilen);
 	if (!req->path) {
 		reject(c, 500, "internal", "request head accounting");
-		return 0;
+		return 1;
 	}
 	if (collect_query(c, req))
-		return 0;
+		return 1;
 	collect_headers(c, req);
+	return 0;
+}
+
+static int on_http(struct conn *c, const char *uri, size_t urilen)
+{
+	struct http_server *srv = c->srv;
+	struct lws *wsi = c->wsi;
+	int r = request_head(c, uri, urilen);
+	if (r)
+		return r < 0 ? -1 : 0;
+	struct http_request *req = c->req;
 
 	bool has_body;
 	if (body_framing(c, req, &has_body))
@@ -1456,6 +1535,578 @@ static int on_raw_adopt(struct conn *c)
 	request_id_generate(req->id);
 	reject(c, 501, "not_implemented", "method not implemented");
 	return 0;
+}
+
+/* ---- WebSocket ----
+ *
+ * The upgrade. lws 4.1.6 calls LWS_CALLBACK_HTTP_CONFIRM_UPGRADE when the
+ * head of a request with "Upgrade:" is complete, before (and instead of)
+ * LWS_CALLBACK_HTTP. There we build the request as on_http does, check the
+ * handshake (what lws_process_ws_upgrade would refuse by closing, we answer
+ * with an HTTP error), pick the subprotocol, and call the handler, which
+ * must answer before it returns. The outcome:
+ * - accepted (http_accept_websocket): return 0 and lws completes the
+ *   handshake (lws_process_ws_upgrade: it binds the ws protocol of the chosen
+ *   name, writes the 101 with that Sec-WebSocket-Protocol, and calls
+ *   LWS_CALLBACK_ESTABLISHED, where on_open runs);
+ * - answered with http_reply_*: the reply is written right here with
+ *   lws_write and we return -1, so lws closes the connection (a return of 1
+ *   would make lws complete the transaction, and it would keep the
+ *   connection or not depending on state it sets only for plain requests).
+ * lws picks the subprotocol itself: the first name in the client's list that
+ * matches a protocol of the vhost, in the client's order (as kube-apiserver
+ * does too), and 4.1.6 has no public way to change the header it reads, so
+ * ws_pick predicts that choice and refuses beforehand, with an HTTP error,
+ * the lists on which lws would close: a header over 126 bytes (lws copies it
+ * into char[128]), a name over 63 bytes before the match (char[64]), or a
+ * malformed list. protocols[0], the plain HTTP one, has a name with spaces
+ * in it, which no offered token can match.
+ *
+ * After the upgrade. Each ws_protos name is an lws protocol with this same
+ * callback and rx_buffer_size HTTP_WS_RX_BUF. The struct conn stays (opaque
+ * user data survives the role change) and points to the struct http_ws.
+ * Other threads reach the service thread through srv->ws_pending (a ws is
+ * listed at most once, holding a reference while listed) and
+ * lws_cancel_service; on the service thread itself the lws calls are made
+ * at once. Data goes out only from LWS_CALLBACK_SERVER_WRITEABLE, in frames
+ * of at most HTTP_WS_PIECE bytes (a long message is sent as a fragmented
+ * message), so lws never has to buffer much of ours. Pings: the vhost's
+ * retry_and_idle_policy (secs_since_valid_ping = ws_ping_s), which lws
+ * applies to ws connections; a missing pong closes after 2 x ws_ping_s.
+ */
+
+static void ws_unref(struct http_ws *ws)
+{
+	struct http_server *srv = ws->srv;
+	pthread_mutex_lock(&srv->mu);
+	int left = --ws->refs;
+	pthread_mutex_unlock(&srv->mu);
+	if (left)
+		return;
+	while (ws->q_head) {
+		struct ws_msg *m = ws->q_head;
+		ws->q_head = m->next;
+		free(m);
+	}
+	free(ws);
+}
+
+/* Service thread: bring lws in line with what other calls asked for. */
+static void ws_service(struct http_ws *ws)
+{
+	struct conn *c = ws->conn;
+	if (!c || !ws->opened)
+		return; /* not yet open (on_open catches up) or gone */
+	pthread_mutex_lock(&ws->srv->mu);
+	bool pause = ws->pause_want;
+	bool write = ws->q_head || ws->close_asked;
+	pthread_mutex_unlock(&ws->srv->mu);
+	if (pause != ws->pause_applied) {
+		ws->pause_applied = pause;
+		lws_rx_flow_control(c->wsi, pause ? 0 : 1);
+	}
+	if (write)
+		lws_callback_on_writable(c->wsi);
+}
+
+/* With srv->mu held: make sure the service thread looks at ws. Returns true
+ * when the caller is the service thread and must call ws_service itself
+ * (after unlocking). */
+static bool ws_kick_locked(struct http_ws *ws)
+{
+	struct http_server *srv = ws->srv;
+	if (ws->closed)
+		return false;
+	if (on_loop_thread(srv))
+		return true;
+	if (!ws->pending) {
+		ws->pending = true;
+		ws->refs++;
+		ws->pending_next = srv->ws_pending;
+		srv->ws_pending = ws;
+		if (srv->lws_alive)
+			lws_cancel_service(srv->ctx);
+	}
+	return false;
+}
+
+/* Service thread (final: after the context is gone): serve the listed. */
+static void ws_drain_pending(struct http_server *srv, bool final)
+{
+	pthread_mutex_lock(&srv->mu);
+	struct http_ws *list = srv->ws_pending;
+	srv->ws_pending = NULL;
+	for (struct http_ws *w = list; w; w = w->pending_next)
+		w->pending = false;
+	pthread_mutex_unlock(&srv->mu);
+	while (list) {
+		struct http_ws *ws = list;
+		list = ws->pending_next;
+		if (!final)
+			ws_service(ws);
+		ws_unref(ws);
+	}
+}
+
+/* Service thread: the connection of ws is closing; last call for ud. */
+static void ws_finish(struct http_ws *ws)
+{
+	struct http_server *srv = ws->srv;
+	if (ws->conn)
+		ws->conn->ws = NULL;
+	ws->conn = NULL;
+	pthread_mutex_lock(&srv->mu);
+	ws->closed = true;
+	struct ws_msg *q = ws->q_head;
+	ws->q_head = ws->q_tail = NULL;
+	ws->q_bytes = 0;
+	pthread_mutex_unlock(&srv->mu);
+	while (q) {
+		struct ws_msg *m = q;
+		q = m->next;
+		free(m);
+	}
+	if (ws->opened)
+		atomic_fetch_sub_explicit(&srv->st_ws_open, 1, memory_order_relaxed);
+	int code = ws->final_code ? ws->final_code : LWS_CLOSE_STATUS_ABNORMAL_CLOSE;
+	log_debug("websocket %s: closed (%d)", ws->id, code);
+	ws->ops.on_close(ws->ud, code);
+	ws_unref(ws);
+}
+
+/* The first close code (ours or the peer's) is the one on_close reports. */
+static void ws_note_code(struct http_ws *ws, int code)
+{
+	if (!ws->final_code)
+		ws->final_code = code;
+}
+
+static int ws_on_established(struct conn *c)
+{
+	struct http_ws *ws = c->ws;
+	if (!ws)
+		return -1;
+	c->state = CONN_WS;
+	ws->opened = true;
+	atomic_fetch_add_explicit(&c->srv->st_ws_open, 1, memory_order_relaxed);
+	if (ws->ops.on_open)
+		ws->ops.on_open(ws->ud, ws);
+	if (ws->conn)
+		ws_service(ws); /* sends queued before the handshake, a pause */
+	return 0;
+}
+
+static int ws_on_receive(struct conn *c, const void *in, size_t len)
+{
+	struct http_ws *ws = c->ws;
+	if (!ws)
+		return -1;
+	bool first = lws_is_first_fragment(c->wsi);
+	bool final = lws_is_final_fragment(c->wsi);
+	if (first)
+		ws->rx_len = 0;
+	ws->rx_len += len;
+	if (ws->rx_len > c->srv->ws_max_message) {
+		static const char why[] = "message too big";
+		ws_note_code(ws, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
+		lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+				 (unsigned char *)why, sizeof(why) - 1);
+		return -1;
+	}
+	if (ws->ops.on_message)
+		ws->ops.on_message(ws->ud, in, len, first, final,
+				   lws_frame_is_binary(c->wsi) != 0);
+	return 0;
+}
+
+static int ws_on_writeable(struct conn *c)
+{
+	struct http_ws *ws = c->ws;
+	struct http_server *srv = c->srv;
+	if (!ws)
+		return 0;
+	for (int i = 0; i < HTTP_WS_PIECES; i++) {
+		pthread_mutex_lock(&srv->mu);
+		struct ws_msg *m = ws->q_head;
+		bool close = ws->close_asked;
+		int code = ws->close_code;
+		char reason[sizeof(ws->close_reason)];
+		memcpy(reason, ws->close_reason, sizeof(reason));
+		pthread_mutex_unlock(&srv->mu);
+		if (!m) {
+			if (!close)
+				return 0;
+			ws_note_code(ws, code);
+			lws_close_reason(c->wsi, (enum lws_close_status)code,
+					 (unsigned char *)reason, strlen(reason));
+			return -1;
+		}
+		/* only this thread takes messages off the head: m stays */
+		size_t piece = m->len - m->pos;
+		if (piece > HTTP_WS_PIECE)
+			piece = HTTP_WS_PIECE;
+		int flags = lws_write_ws_flags(m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT,
+					       m->pos == 0, m->pos + piece == m->len);
+		/* the LWS_PRE bytes lws writes the frame header into are the
+		 * headroom, or message bytes already sent */
+		if (lws_write(c->wsi, m->buf + LWS_PRE + m->pos, piece,
+			      (enum lws_write_protocol)flags) < (int)piece)
+			return -1;
+		bool done, ready;
+		pthread_mutex_lock(&srv->mu);
+		m->pos += piece;
+		ws->q_bytes -= piece;
+		done = m->pos == m->len;
+		if (done) {
+			ws->q_head = m->next;
+			if (!ws->q_head)
+				ws->q_tail = NULL;
+		}
+		ready = ws->want_ready && ws->q_bytes < srv->ws_high_water / 4;
+		if (ready)
+			ws->want_ready = false;
+		pthread_mutex_unlock(&srv->mu);
+		if (done)
+			free(m);
+		if (ready && ws->ops.on_send_ready)
+			ws->ops.on_send_ready(ws->ud);
+		if (!c->ws || lws_send_pipe_choked(c->wsi))
+			break;
+	}
+	pthread_mutex_lock(&srv->mu);
+	bool more = ws->q_head || ws->close_asked;
+	pthread_mutex_unlock(&srv->mu);
+	if (more)
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+/* The 101 from lws: add X-Request-Id. */
+static int ws_add_headers(struct conn *c, struct lws_process_html_args *args)
+{
+	if (!c->ws || !args)
+		return 0;
+	unsigned char *p = (unsigned char *)args->p;
+	if (lws_add_http_header_by_name(c->wsi, (const unsigned char *)"x-request-id:",
+					(const unsigned char *)c->ws->id,
+					(int)strlen(c->ws->id), &p,
+					p + args->max_len))
+		return 0; /* no room: the 101 goes without it */
+	args->max_len -= (int)(p - (unsigned char *)args->p);
+	args->p = (char *)p;
+	return 0;
+}
+
+static bool is_tchar(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/*
+ * The subprotocol lws will bind: walking the offered list in the client's
+ * order as lws_process_ws_upgrade does, the first name that is one of ours.
+ * Tokens before it must be what lws's tokenizer takes (tchars, at most
+ * HTTP_WS_NAME_MAX bytes, no empty elements), or lws would close. 0 and
+ * *chosen (NULL: none of ours offered), or -1 for a list lws would refuse.
+ */
+static int ws_pick(const struct http_server *srv, const char *list, const char **chosen)
+{
+	*chosen = NULL;
+	const char *p = list;
+	for (;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		const char *t = p;
+		while (is_tchar((unsigned char)*p))
+			p++;
+		size_t n = (size_t)(p - t);
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!n || n > HTTP_WS_NAME_MAX || (*p && *p != ','))
+			return -1;
+		for (size_t i = 0; srv->ws_protos[i]; i++) {
+			if (strlen(srv->ws_protos[i]) == n && memcmp(srv->ws_protos[i], t, n) == 0) {
+				*chosen = srv->ws_protos[i];
+				return 0;
+			}
+		}
+		if (!*p)
+			return 0;
+		p++; /* ',' */
+	}
+}
+
+/* The WebSocket handshake as RFC 6455 4.2.1 (and lws) want it, and the
+ * subprotocol. 0 to go on, 1 after a reject. */
+static int ws_check(struct conn *c, struct http_request *req)
+{
+	struct http_server *srv = c->srv;
+	struct lws *wsi = c->wsi;
+	char v[32];
+	if (strcmp(req->method, "GET") != 0) {
+		reject(c, 400, "bad_request", "a WebSocket upgrade must be a GET");
+		return 1;
+	}
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) ||
+	    (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) &&
+	     (hdr_small(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, v, sizeof(v)) != 1 || v[0] != '0'))) {
+		reject(c, 400, "bad_request", "a WebSocket upgrade has no body");
+		return 1;
+	}
+	const char *conn = req->hdr[HDR_CONNECTION];
+	if (!conn || strlen(conn) > HTTP_WS_HDR_MAX || !list_has_token(conn, "upgrade")) {
+		reject(c, 400, "bad_request", "WebSocket upgrade without \"Connection: Upgrade\"");
+		return 1;
+	}
+	int klen = lws_hdr_total_length(wsi, WSI_TOKEN_KEY);
+	if (!lws_hdr_total_length(wsi, WSI_TOKEN_HOST) || klen < 1 || klen > HTTP_WS_KEY_MAX) {
+		reject(c, 400, "bad_request", "WebSocket upgrade without Host or a valid Sec-WebSocket-Key");
+		return 1;
+	}
+	if (hdr_small(wsi, WSI_TOKEN_VERSION, v, sizeof(v)) <= 0 || strcmp(v, "13") != 0) {
+		static const struct http_header h = { "Sec-WebSocket-Version", "13" };
+		req->close = true;
+		stat_inc(&srv->st_rejected);
+		if (build_error(req, 426, "upgrade_required", &h, 1,
+				"only WebSocket version 13 is supported") != 0)
+			reply_nothing(req);
+		conn_start_write(c);
+		return 1;
+	}
+	const char *offered = req->hdr[HDR_WS_PROTOCOL];
+	if (offered && strlen(offered) > HTTP_WS_HDR_MAX) {
+		reject(c, 400, "subprotocol_header_too_long",
+		       "Sec-WebSocket-Protocol is over %d bytes, more than this server can take"
+		       " (so no bearer token there: use Authorization)", HTTP_WS_HDR_MAX);
+		return 1;
+	}
+	const char *chosen = NULL;
+	if (offered && ws_pick(srv, offered, &chosen) != 0) {
+		reject(c, 400, "bad_request", "malformed Sec-WebSocket-Protocol");
+		return 1;
+	}
+	if (!chosen) {
+		char list[256] = "";
+		size_t n = 0;
+		for (size_t i = 0; srv->ws_protos[i] && n < sizeof(list); i++)
+			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s%s", i ? ", " : "",
+					      srv->ws_protos[i]);
+		reject(c, 400, "unsupported_subprotocol",
+		       "no supported WebSocket subprotocol offered; supported: %s", list);
+		return 1;
+	}
+	req->ws_protocol = chosen;
+	return 0;
+}
+
+/* Write c's reply now, inside CONFIRM_UPGRADE; lws then closes. */
+static int ws_reply_now(struct conn *c)
+{
+	struct http_request *req = c->req;
+	size_t n = req->out_end - req->out_pos;
+	if (n && lws_write(c->wsi, req->out + req->out_pos, n, LWS_WRITE_HTTP) < (int)n)
+		log_debug("request %s: cannot write the reply to the upgrade", req->id);
+	else
+		stat_inc(&c->srv->st_replies);
+	if (log_enabled(LOG_DEBUG))
+		log_debug("request %s: %s %s (upgrade) -> %d", req->id, req->method,
+			  req->path, req->status);
+	c->req = NULL;
+	req_free(req);
+	c->state = CONN_IDLE;
+	return -1;
+}
+
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE. 0: lws upgrades; -1: lws closes. */
+static int on_upgrade(struct conn *c, const char *up)
+{
+	struct http_server *srv = c->srv;
+	char *uri = NULL;
+	int urilen = 0;
+	/* h2c (we write HTTP/1.1), or no WebSocket endpoint: refused by
+	 * closing */
+	if (!up || strcasecmp(up, "websocket") != 0 || !srv->ws_protos ||
+	    lws_http_get_uri_and_method(c->wsi, &uri, &urilen) < 0 || !uri || urilen < 0) {
+		stat_inc(&srv->st_rejected);
+		return -1;
+	}
+	int r = request_head(c, uri, (size_t)urilen);
+	if (r < 0)
+		return -1;
+	struct http_request *req = c->req;
+	req->close = true; /* any HTTP answer ends the connection */
+	if (r == 0)
+		r = ws_check(c, req);
+	if (r == 0) {
+		req->ws_upgrade = true;
+		c->in_upgrade = true;
+		dispatch(c);
+		c->in_upgrade = false;
+	}
+	if (c->ws) {
+		/* accepted; the request ends here */
+		c->req = NULL;
+		req_free(req);
+		return 0;
+	}
+	if (c->state == CONN_WRITING)
+		return ws_reply_now(c);
+	log_error("request %s: the handler did not answer the WebSocket upgrade before"
+		  " returning; closing the connection", req->id);
+	return -1; /* conn_destroy orphans the request */
+}
+
+struct http_ws *http_accept_websocket(struct http_request *req,
+				      const struct http_ws_ops *ops, void *ud)
+{
+	if (!req || !ops || !ops->on_close) {
+		log_error("http_accept_websocket: request and ops with on_close are required");
+		return NULL;
+	}
+	struct http_server *srv = req->srv;
+	struct conn *c = req->conn;
+	if (!req->ws_upgrade || !on_loop_thread(srv) || !c || !c->in_upgrade || c->ws) {
+		log_error("request %s: http_accept_websocket outside the handler of an upgrade"
+			  " request; ignored", req->id);
+		return NULL;
+	}
+	bool orphan = false;
+	if (!reply_begin(req, &orphan))
+		return NULL;
+	struct http_ws *ws = calloc(1, sizeof(*ws));
+	if (!ws) {
+		reply_failed(req, -ENOMEM);
+		return NULL;
+	}
+	ws->srv = srv;
+	ws->ops = *ops;
+	ws->ud = ud;
+	ws->refs = 2; /* the owner's and the server's */
+	ws->conn = c;
+	memcpy(ws->id, req->id, sizeof(ws->id));
+	c->ws = ws;
+	req->status = 101;
+	stat_inc(&srv->st_ws_accepted);
+	if (srv->on_reply)
+		srv->on_reply(srv->ud, req, 101);
+	pthread_mutex_lock(&srv->mu);
+	req->stage = STAGE_CONN;
+	pthread_mutex_unlock(&srv->mu);
+	log_debug("request %s: websocket accepted (%s)", req->id, req->ws_protocol);
+	return ws;
+}
+
+int http_ws_send(struct http_ws *ws, const void *data, size_t len, bool binary)
+{
+	if (!ws || (!data && len))
+		return -EINVAL;
+	if (len > HTTP_MAX_RESPONSE)
+		return -EMSGSIZE;
+	struct http_server *srv = ws->srv;
+	struct ws_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
+	if (!m)
+		return -ENOMEM;
+	m->next = NULL;
+	m->len = len;
+	m->pos = 0;
+	m->binary = binary;
+	if (len)
+		memcpy(m->buf + LWS_PRE, data, len);
+	int rc = 0;
+	bool direct = false;
+	pthread_mutex_lock(&srv->mu);
+	if (ws->closed || ws->close_asked) {
+		rc = -EPIPE;
+	} else if (ws->q_bytes && ws->q_bytes + len > 4 * srv->ws_high_water) {
+		ws->want_ready = true;
+		rc = -ENOBUFS;
+	} else {
+		if (ws->q_tail)
+			ws->q_tail->next = m;
+		else
+			ws->q_head = m;
+		ws->q_tail = m;
+		ws->q_bytes += len;
+		m = NULL;
+		if (ws->q_bytes > srv->ws_high_water) {
+			ws->want_ready = true;
+			rc = -EAGAIN;
+		}
+		direct = ws_kick_locked(ws);
+	}
+	pthread_mutex_unlock(&srv->mu);
+	free(m);
+	if (direct)
+		ws_service(ws);
+	return rc;
+}
+
+void http_ws_pause_rx(struct http_ws *ws, bool pause)
+{
+	if (!ws)
+		return;
+	pthread_mutex_lock(&ws->srv->mu);
+	ws->pause_want = pause;
+	bool direct = ws_kick_locked(ws);
+	pthread_mutex_unlock(&ws->srv->mu);
+	if (direct)
+		ws_service(ws);
+}
+
+/* With srv->mu held. */
+static void ws_close_locked(struct http_ws *ws, int code, const char *reason)
+{
+	if (ws->close_asked || ws->closed)
+		return;
+	if (code < 1000 || code > 4999 || code == 1004 || code == 1005 || code == 1006 ||
+	    code == 1015)
+		code = LWS_CLOSE_STATUS_NORMAL;
+	ws->close_asked = true;
+	ws->close_code = code;
+	snprintf(ws->close_reason, sizeof(ws->close_reason), "%s", reason ? reason : "");
+}
+
+void http_ws_close(struct http_ws *ws, int code, const char *reason)
+{
+	if (!ws)
+		return;
+	pthread_mutex_lock(&ws->srv->mu);
+	ws_close_locked(ws, code, reason);
+	bool direct = ws_kick_locked(ws);
+	pthread_mutex_unlock(&ws->srv->mu);
+	if (direct)
+		ws_service(ws);
+}
+
+void http_ws_release(struct http_ws *ws)
+{
+	if (ws)
+		ws_unref(ws);
+}
+
+/* Stopping: close every WebSocket (1001), after what is queued. */
+static void ws_close_all(struct http_server *srv)
+{
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		struct http_ws *ws = c->ws;
+		if (!ws)
+			continue;
+		pthread_mutex_lock(&srv->mu);
+		ws_close_locked(ws, LWS_CLOSE_STATUS_GOINGAWAY, "server stopping");
+		pthread_mutex_unlock(&srv->mu);
+		ws_service(ws);
+	}
+}
+
+bool http_request_is_websocket(const struct http_request *req)
+{
+	return req && req->ws_upgrade;
+}
+
+const char *http_request_ws_protocol(const struct http_request *req)
+{
+	return req && req->ws_upgrade ? req->ws_protocol : NULL;
 }
 
 /* ---- TLS ---- */
@@ -1778,10 +2429,39 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return 0;
 
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-		/* no WebSocket endpoint yet; never h2c (we write HTTP/1.1) */
-		if (srv)
-			stat_inc(&srv->st_rejected);
-		return -1;
+		c = conn_of(wsi);
+		return c ? on_upgrade(c, in) : -1;
+
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		return 0; /* decided in CONFIRM_UPGRADE */
+
+	case LWS_CALLBACK_ADD_HEADERS:
+		c = conn_of(wsi);
+		return c ? ws_add_headers(c, in) : 0;
+
+	case LWS_CALLBACK_ESTABLISHED:
+		c = conn_of(wsi);
+		return c ? ws_on_established(c) : -1;
+
+	case LWS_CALLBACK_RECEIVE:
+		c = conn_of(wsi);
+		return c ? ws_on_receive(c, in, len) : -1;
+
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		c = conn_of(wsi);
+		return c ? ws_on_writeable(c) : 0;
+
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		c = conn_of(wsi);
+		if (c && c->ws) {
+			const unsigned char *p = in;
+			ws_note_code(c->ws, p && len >= 2 ? (p[0] << 8) | p[1] :
+					    LWS_CLOSE_STATUS_NO_STATUS);
+		}
+		return 0; /* lws answers the close */
+
+	case LWS_CALLBACK_RECEIVE_PONG:
+		return 0;
 
 	case LWS_CALLBACK_HTTP:
 		c = conn_of(wsi);
@@ -1814,6 +2494,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		if (srv) {
 			drain_queue(srv, false);
+			ws_drain_pending(srv, false);
 			tls_poll(srv, false);
 		}
 		return 0;
@@ -1822,6 +2503,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		return on_tls_ctx(srv, user);
 
 	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_CLOSED:
 	case LWS_CALLBACK_RAW_CLOSE:
 	case LWS_CALLBACK_WSI_DESTROY:
 		c = conn_of(wsi);
@@ -1836,9 +2518,57 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 }
 
 static const struct lws_protocols protocols[] = {
-	{ "http", callback, 0, 0, 0, NULL, 0 },
+	/* not a token: never matches an offered WebSocket subprotocol */
+	{ "http (plain)", callback, 0, 0, 0, NULL, 0 },
 	{ NULL, NULL, 0, 0, 0, NULL, 0 },
 };
+
+/* ws_protocols into srv: copies, and the lws protocol list. 0 or -1 with
+ * err. */
+static int ws_setup(struct http_server *srv, const struct http_server_opts *opts,
+		    char *err, size_t errlen)
+{
+	srv->ws_max_message = opts->ws_max_message ? opts->ws_max_message : 1u << 20;
+	srv->ws_high_water = opts->ws_send_high_water ? opts->ws_send_high_water : 256u << 10;
+	int ping = opts->ws_ping_s > 0 ? opts->ws_ping_s : 30;
+	if (ping > 30000)
+		ping = 30000;
+	srv->ws_retry.secs_since_valid_ping = (uint16_t)ping;
+	srv->ws_retry.secs_since_valid_hangup = (uint16_t)(2 * ping);
+	if (!opts->ws_protocols)
+		return 0;
+	size_t n = 0;
+	while (opts->ws_protocols[n])
+		n++;
+	if (!n) {
+		snprintf(err, errlen, "http server: ws_protocols is empty");
+		return -1;
+	}
+	srv->ws_protos = calloc(n + 1, sizeof(char *));
+	srv->protocols = calloc(n + 2, sizeof(struct lws_protocols));
+	if (!srv->ws_protos || !srv->protocols)
+		goto oom;
+	srv->protocols[0] = protocols[0];
+	for (size_t i = 0; i < n; i++) {
+		const char *name = opts->ws_protocols[i];
+		if (!header_name_valid(name) || strlen(name) > HTTP_WS_NAME_MAX ||
+		    strcmp(name, "http") == 0 ||
+		    strncmp(name, HTTP_WS_BEARER, sizeof(HTTP_WS_BEARER) - 1) == 0) {
+			snprintf(err, errlen, "http server: invalid WebSocket subprotocol \"%s\"", name);
+			return -1;
+		}
+		srv->ws_protos[i] = strdup(name);
+		if (!srv->ws_protos[i])
+			goto oom;
+		srv->protocols[i + 1] = (struct lws_protocols){
+			srv->ws_protos[i], callback, 0, HTTP_WS_RX_BUF, (unsigned)(i + 1),
+			NULL, HTTP_WS_PIECE + 16 };
+	}
+	return 0;
+oom:
+	snprintf(err, errlen, "http server: out of memory");
+	return -1;
+}
 
 /* ---- the server ---- */
 
@@ -1942,6 +2672,9 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 	srv->request_timeout_s = opts->request_timeout_s > 0 ? opts->request_timeout_s : 30;
 	srv->idle_timeout_s = opts->idle_timeout_s > 0 ? opts->idle_timeout_s : 60;
 
+	if (ws_setup(srv, opts, err, errlen))
+		goto fail;
+
 	if (opts->tls_cert_file) {
 		char why[768];
 		srv->tls = true;
@@ -1981,7 +2714,8 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof(info));
-	info.protocols = protocols;
+	info.protocols = srv->protocols ? srv->protocols : protocols;
+	info.retry_and_idle_policy = &srv->ws_retry;
 	info.port = opts->port;
 	info.user = srv;
 	info.headers = &srv->vhost_headers[0];
@@ -2055,8 +2789,8 @@ static bool writes_pending(struct http_server *srv)
 	if (queued)
 		return true;
 	for (struct conn *c = srv->conns; c; c = c->next) {
-		if (c->state == CONN_WRITING)
-			return true;
+		if (c->state == CONN_WRITING || c->ws)
+			return true; /* a WebSocket: until its close handshake ends */
 	}
 	return false;
 }
@@ -2081,9 +2815,11 @@ int http_server_run(struct http_server *srv, const volatile int *stop)
 
 	/* stop: refuse new connections and requests, finish queued replies */
 	srv->stopping = true;
+	ws_close_all(srv);
 	int64_t deadline = now_ms() + HTTP_DRAIN_MS;
 	while (rc == 0 && writes_pending(srv) && now_ms() < deadline) {
 		drain_queue(srv, false);
+		ws_drain_pending(srv, false);
 		if (lws_service(srv->ctx, 0) < 0)
 			break;
 	}
@@ -2098,6 +2834,7 @@ int http_server_run(struct http_server *srv, const volatile int *stop)
 	srv->vh = NULL;
 	atomic_store_explicit(&srv->loop_running, false, memory_order_release);
 	drain_queue(srv, true); /* every request left is orphaned now */
+	ws_drain_pending(srv, true);
 	return rc;
 }
 
@@ -2136,7 +2873,12 @@ void http_server_free(struct http_server *srv)
 		srv->ctx = NULL;
 	}
 	drain_queue(srv, true);
+	ws_drain_pending(srv, true);
 	pthread_mutex_destroy(&srv->mu);
+	for (size_t i = 0; srv->ws_protos && srv->ws_protos[i]; i++)
+		free(srv->ws_protos[i]);
+	free(srv->ws_protos);
+	free(srv->protocols);
 	tls_pair_release(&srv->tls_pair);
 	free(srv->tls_cert_file);
 	free(srv->tls_key_file);
@@ -2157,6 +2899,8 @@ void http_server_get_stats(struct http_server *srv, struct http_server_stats *ou
 	out->tls_reloads = atomic_load_explicit(&srv->st_tls_reloads, memory_order_relaxed);
 	out->tls_reload_failures =
 		atomic_load_explicit(&srv->st_tls_reload_failures, memory_order_relaxed);
+	out->ws_accepted = atomic_load_explicit(&srv->st_ws_accepted, memory_order_relaxed);
+	out->ws_open = atomic_load_explicit(&srv->st_ws_open, memory_order_relaxed);
 }
 
 /* ---- request accessors ---- */
@@ -2266,6 +3010,43 @@ void http_reply_json(struct http_request *req, int status, cJSON *body,
 		reply_failed(req, rc);
 		return;
 	}
+	reply_submit(req);
+}
+
+void http_reply_bytes(struct http_request *req, int status, const char *content_type,
+		      const void *data, size_t len, const struct http_header *extra,
+		      size_t nextra)
+{
+	bool orphan = false;
+	if (!reply_begin(req, &orphan))
+		return;
+	if (orphan) {
+		drop_reply(req);
+		return;
+	}
+	if (len > HTTP_MAX_RESPONSE) {
+		reply_failed(req, -E2BIG);
+		return;
+	}
+	status = status_checked(req, status);
+	if (!status_has_body(status))
+		len = 0;
+	/* the content type is the caller's constant; refuse anything odd */
+	const char *ct = content_type && strlen(content_type) < 64 &&
+				 !strpbrk(content_type, "\r\n")
+			 ? content_type
+			 : "application/octet-stream";
+	size_t hb = head_bound(req, extra, nextra) + strlen(ct);
+	size_t off = LWS_PRE + hb;
+	free(req->out);
+	req->out = malloc(off + len + 1);
+	if (!req->out) {
+		reply_failed(req, -ENOMEM);
+		return;
+	}
+	if (len)
+		memcpy(req->out + off, data, len);
+	head_finish(req, status, ct, len, extra, nextra, hb);
 	reply_submit(req);
 }
 

@@ -46,8 +46,8 @@
  *   its own "403 Forbidden" (text/html, with Cache-Control and nosniff); a NUL
  *   (raw or %00), a request head over 8 KiB or more than about 100 query
  *   arguments + headers close the connection without a response (lws 4.1.6
- *   has no 431); Upgrade requests (WebSocket, h2c) are refused by closing,
- *   until an endpoint needs them.
+ *   has no 431); h2c upgrades, and every upgrade when ws_protocols is NULL,
+ *   are refused by closing (counted in "rejected"); WebSocket: see below.
  * - Answered by the server itself, never reaching the handler, always with
  *   "Connection: close" and the usual error shape; these codes are stable:
  *     400 bad_path            control character in the decoded path
@@ -79,6 +79,69 @@
  *   except 204 and 304, where HTTP forbids it (and any body is dropped, with
  *   an error log). Content-Type: application/json whenever there is a body.
  * - HTTPS: ALPN offers http/1.1 only.
+ *
+ * WebSocket (RFC 6455, server side; ws_protocols set; over HTTPS too: wss):
+ * - A request with "Upgrade: websocket" is checked by the server first, which
+ *   answers these itself (error shape, Connection: close, handler not called):
+ *     400 bad_request       not a GET, a body, no "Connection: Upgrade" (or
+ *                           that header over 126 bytes), no Host, no or a
+ *                           too long (> 64) Sec-WebSocket-Key, a malformed
+ *                           Sec-WebSocket-Protocol list, or a name in it over
+ *                           63 bytes before the first supported one
+ *     426 upgrade_required  Sec-WebSocket-Version other than 13 (with
+ *                           "Sec-WebSocket-Version: 13")
+ *     400 subprotocol_header_too_long  Sec-WebSocket-Protocol over 126 bytes
+ *     400 unsupported_subprotocol      none of ws_protocols offered
+ *   plus everything a plain request can get (503 while stopping, 400
+ *   bad_path, 414, ...). The limits are libwebsockets 4.1.6's (it copies
+ *   those headers into 128- and 64-byte buffers and would close the
+ *   connection); so the browser convention of a bearer token offered as the
+ *   subprotocol "base64url.bearer.authorization.k8s.io.<token>" only gets
+ *   through for tokens short enough to keep the whole header within 126
+ *   bytes, i.e. in practice not: clients must send Authorization. Such an
+ *   entry is never chosen.
+ * - The subprotocol is the first name in the client's list that is one of
+ *   ws_protocols: the client's order decides (as in kube-apiserver; lws
+ *   4.1.6 picks it so and cannot be told otherwise). kubectl lists v5 first.
+ * - Then the request goes to the handler like any other (method "GET", same
+ *   accessors; http_request_is_websocket true, http_request_ws_protocol the
+ *   subprotocol). The handler must answer before it returns, on the service
+ *   thread: http_accept_websocket (101 with Sec-WebSocket-Protocol and
+ *   X-Request-Id; on_reply sees 101), or any http_reply_*, which is written
+ *   as an ordinary HTTP response, after which the connection closes. A
+ *   handler that returns without either (or replies from another thread)
+ *   gets the connection closed without a response; its late reply is
+ *   dropped as for a client that left.
+ * - After acceptance, callbacks run on the service thread: on_open once the
+ *   101 is written, on_message for data, on_send_ready, and on_close exactly
+ *   once and last, with: the peer's close code when the peer closed first
+ *   (1005 if it gave none), ours when we did (http_ws_close's, 1009 for a
+ *   message over ws_max_message, 1001 when the server stops), 1006 when the
+ *   connection was lost. If the handshake fails after acceptance (not
+ *   expected: it was checked), on_close(1006) comes without on_open.
+ *   http_ws_send, http_ws_pause_rx, http_ws_close and http_ws_release may be
+ *   called from any thread (also from the callbacks) until the owner's
+ *   http_ws_release; calls after on_close are harmless (-EPIPE / ignored).
+ *   Other threads hand their work to the service thread (locked queue and
+ *   lws_cancel_service); data is written only from the service loop, in
+ *   frames of at most 16 KiB (a long message goes out fragmented).
+ * - Received messages: pieces of at most 4 KiB (lws rx buffer); over
+ *   ws_max_message in total (default 1 MiB) -> close 1009 (on_message may
+ *   have had the first pieces, never a final one). Text is not checked for
+ *   UTF-8. Ping/pong and close frames are handled by the server.
+ * - Send queue per WebSocket: see http_ws_send. It holds at most 4 x
+ *   ws_send_high_water bytes, or one message when that is bigger.
+ * - Pings: one after ws_ping_s (default 30) without a pong; no pong within
+ *   another ws_ping_s closes the connection (1006). No other idle timeout.
+ * - Stop: http_server_run asks every WebSocket to close (1001, after its
+ *   queued data), gives them the 2 s drain, then closes the rest; on_close
+ *   has run for every one of them when run returns. Release every
+ *   WebSocket before http_server_free.
+ * - Memory: about 5.8 KiB of heap per idle plain WebSocket on the server
+ *   side (lws's connection and ws state, its 4 KiB rx buffer, our struct
+ *   conn and struct http_ws; measured by tests/unit/test_http_ws.c over 200
+ *   sockets); TLS adds OpenSSL's per-connection state. Kernel socket
+ *   buffers are not counted.
  *
  * TLS (tls_cert_file and tls_key_file both set: the port speaks HTTPS only):
  * - TLS 1.2 and 1.3 only. TLS 1.2 suites: ECDHE key exchange with AES-GCM or
@@ -135,6 +198,14 @@ struct http_server_opts {
 	 * (http_request_set_context) are still valid during the call. ud is the
 	 * handler's ud. Must not block and must not reply. */
 	void (*on_reply)(void *ud, struct http_request *req, int status);
+	/* WebSocket (see "WebSocket" above). NULL-terminated list of the
+	 * subprotocols the server accepts, most preferred first (e.g.
+	 * "v5.channel.k8s.io", "v4.channel.k8s.io"); the server keeps copies.
+	 * NULL: upgrade requests are refused by closing. */
+	const char *const *ws_protocols;
+	size_t ws_max_message;     /* largest client message; default 1 MiB */
+	size_t ws_send_high_water; /* http_ws_send queue; default 256 KiB */
+	int ws_ping_s;             /* ping interval; default 30 */
 };
 
 /* Called on the service thread once per complete request. */
@@ -191,8 +262,8 @@ size_t http_request_query_all(const struct http_request *req, const char *key,
 bool http_request_query_unknown(const struct http_request *req,
 				const char *const *allowed, const char **unknown);
 /* A request header by name (case-insensitive), or NULL. Captured headers:
- * authorization, content-type, x-request-id, x-forwarded-for, accept, origin;
- * any other name gives NULL. A repeated header comes joined with ','.
+ * authorization, content-type, x-request-id, x-forwarded-for, accept, origin,
+ * sec-websocket-protocol, upgrade, connection; any other name gives NULL. A repeated header comes joined with ','.
  * x-request-id is the raw header as sent, valid or not: use http_request_id. */
 const char *http_request_header(const struct http_request *req, const char *name);
 /* The body (NUL-terminated; len excludes the NUL); empty string when none. */
@@ -237,9 +308,70 @@ void http_reply_json(struct http_request *req, int status, cJSON *body,
 void http_reply_error(struct http_request *req, int status, const char *code,
 		      const struct http_header *extra, size_t nextra,
 		      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* A reply whose body is len bytes of data (copied) with the given
+ * Content-Type (a constant such as "application/octet-stream"; anything
+ * over 63 bytes or with CR/LF becomes that). Same rules as the others:
+ * HEAD gets the headers only, 204/304 no body. */
+void http_reply_bytes(struct http_request *req, int status, const char *content_type,
+		      const void *data, size_t len, const struct http_header *extra,
+		      size_t nextra);
 /* A reply with no body (e.g. 204). */
 void http_reply_empty(struct http_request *req, int status,
 		      const struct http_header *extra, size_t nextra);
+
+/* ---- WebSocket (see "WebSocket" above) ---- */
+
+struct http_ws;
+
+/* Whether req is a WebSocket upgrade request (GET with Upgrade: websocket);
+ * only such requests reach the handler with this true. */
+bool http_request_is_websocket(const struct http_request *req);
+/* The subprotocol the upgrade would get (one of opts.ws_protocols), or NULL
+ * for an ordinary request. */
+const char *http_request_ws_protocol(const struct http_request *req);
+
+struct http_ws_ops {
+	/* The handshake is done (the 101 has been written). May not come: see
+	 * on_close. */
+	void (*on_open)(void *ud, struct http_ws *ws);
+	/* Message data as it arrives: first/final mark the first and the last
+	 * piece of one message (both for a small one); binary is the opcode of
+	 * the message. Pieces are at most about 4 KiB; a message's total is
+	 * bounded by ws_max_message. */
+	void (*on_message)(void *ud, const void *data, size_t len, bool first,
+			   bool final, bool binary);
+	/* Once after http_ws_send returned -EAGAIN or -ENOBUFS, when the send
+	 * queue has drained below a quarter of ws_send_high_water. */
+	void (*on_send_ready)(void *ud);
+	/* Exactly once, last; after it the server touches nothing of ud. */
+	void (*on_close)(void *ud, int code);
+};
+
+/* Accept the upgrade of req. Only from inside the handler call, on the
+ * service thread, for a request with http_request_is_websocket: this is the
+ * request's reply (on_reply sees status 101; the request stays readable
+ * until the handler returns). ops is copied. Returns the WebSocket, on which
+ * the caller holds a reference (http_ws_release), or NULL when called
+ * otherwise (logged; nothing happened, the request still needs its reply) or
+ * out of memory (the server then answers 500 itself). */
+struct http_ws *http_accept_websocket(struct http_request *req,
+				      const struct http_ws_ops *ops, void *ud);
+/* Queue one whole message (copied); any thread. 0: queued. -EAGAIN: queued,
+ * but the queue is now above ws_send_high_water: stop sending until
+ * on_send_ready. -ENOBUFS: not queued: the queue is not empty and this
+ * message would take it past 4 x ws_send_high_water (a sender that ignores
+ * -EAGAIN). -EMSGSIZE: len over 64 MiB, not queued. -EPIPE: closed, or
+ * closing (http_ws_close was called, or the connection is gone). */
+int http_ws_send(struct http_ws *ws, const void *data, size_t len, bool binary);
+/* Stop (true) or resume (false) reading from the client; any thread. */
+void http_ws_pause_rx(struct http_ws *ws, bool pause);
+/* Close: the queued messages are sent, then a close frame with code
+ * (1000-4999; anything else becomes 1000) and reason (truncated to 123
+ * bytes); any thread. Later calls are ignored. */
+void http_ws_close(struct http_ws *ws, int code, const char *reason);
+/* Drop the owner's reference; any thread, once. It does not close. The
+ * memory goes when both this and on_close have happened. */
+void http_ws_release(struct http_ws *ws);
 
 /* ---- counters ---- */
 struct http_server_stats {
@@ -252,6 +384,8 @@ struct http_server_stats {
 	uint64_t tls_reloads;      /* certificate pairs taken into use after start */
 	uint64_t tls_reload_failures; /* pairs read after a change (or a reload
 					 request) and refused */
+	uint64_t ws_accepted;      /* http_accept_websocket calls that succeeded */
+	uint64_t ws_open;          /* WebSockets open now (on_open done, on_close not) */
 };
 /* Any thread; counters are read one by one, not as a snapshot. */
 void http_server_get_stats(struct http_server *srv, struct http_server_stats *out);

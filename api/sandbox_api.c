@@ -10,6 +10,11 @@
  */
 #include "sandbox_api.h"
 
+#include "exec_api.h"
+#include "exec_policy.h"
+#include "exec_stream.h"
+#include "files_api.h"
+#include "sandbox_files.h"
 #include "log.h"
 #include "router.h"
 #include "sandbox_spec.h"
@@ -38,6 +43,11 @@ enum route_id {
 	R_TIMEOUT,
 	R_TOKENS,
 	R_TEMPLATES,
+	R_EXEC_RUN,
+	R_EXEC_STREAM,
+	R_FILES_GET,
+	R_FILES_PUT,
+	R_FILES_DELETE,
 };
 
 static const struct route routes[] = {
@@ -50,6 +60,11 @@ static const struct route routes[] = {
 	{ "POST", "/v1/sandboxes/{id}/timeout", R_TIMEOUT },
 	{ "POST", "/v1/sandboxes/{id}/tokens", R_TOKENS },
 	{ "GET", "/v1/templates", R_TEMPLATES },
+	{ "POST", "/v1/sandboxes/{id}/exec", R_EXEC_RUN },
+	{ "GET", "/v1/sandboxes/{id}/exec", R_EXEC_STREAM },
+	{ "GET", "/v1/sandboxes/{id}/files", R_FILES_GET },
+	{ "PUT", "/v1/sandboxes/{id}/files", R_FILES_PUT },
+	{ "DELETE", "/v1/sandboxes/{id}/files", R_FILES_DELETE },
 };
 
 /* What each route needs, and how it is audited (NULL: only refusals are). */
@@ -67,6 +82,11 @@ static const struct {
 	[R_TIMEOUT] = { AUTH_SCOPE_SANDBOXES_WRITE, AUDIT_SANDBOX_TIMEOUT, NULL },
 	[R_TOKENS] = { AUTH_SCOPE_SANDBOXES_WRITE, AUDIT_TOKEN_CREATE, NULL },
 	[R_TEMPLATES] = { AUTH_SCOPE_SANDBOXES_READ, NULL, "templates.list" },
+	[R_EXEC_RUN] = { AUTH_SCOPE_EXEC, AUDIT_EXEC, NULL },
+	[R_EXEC_STREAM] = { AUTH_SCOPE_EXEC, AUDIT_EXEC, NULL },
+	[R_FILES_GET] = { AUTH_SCOPE_FILES, AUDIT_FILES_READ, NULL },
+	[R_FILES_PUT] = { AUTH_SCOPE_FILES, AUDIT_FILES_WRITE, NULL },
+	[R_FILES_DELETE] = { AUTH_SCOPE_FILES, AUDIT_FILES_WRITE, NULL },
 };
 
 /* One authenticated call: attached to the request, read by the audit hook. */
@@ -78,6 +98,8 @@ struct call {
 	char sandbox[SANDBOX_ID_MAX];
 	char tenant[64];          /* of the sandbox acted on, when known */
 	const char *reason;       /* a refusal's category */
+	char **argv;              /* exec: the client's command, for the audit record */
+	size_t argc;
 };
 
 struct sandbox_api {
@@ -96,7 +118,13 @@ struct sandbox_api {
 	struct pending { char tenant[64]; int64_t sandboxes, cpu_milli, memory_bytes; } *pending;
 	size_t npending;
 	atomic_int inflight; /* requests handed to workers or waiters, not yet answered */
+	struct exec_mgr *exec; /* NULL: exec and files answer 503 */
 };
+
+void sandbox_api_set_exec(struct sandbox_api *api, struct exec_mgr *m)
+{
+	api->exec = m;
+}
 
 void sandbox_api_shutdown(struct sandbox_api *api)
 {
@@ -110,7 +138,7 @@ void sandbox_api_drain(struct sandbox_api *api)
 
 int sandbox_api_inflight(struct sandbox_api *api)
 {
-	return api->inflight;
+	return api->inflight + (api->exec ? exec_mgr_active(api->exec) : 0);
 }
 
 struct sandbox_api *sandbox_api_new(const struct sbx_config *cfg, struct kube_client *kube,
@@ -1070,6 +1098,179 @@ static void handle_tokens(struct sandbox_api *api, struct http_request *req, con
 	http_reply_json(req, 201, o, NULL, 0);
 }
 
+/* ---- exec ---- */
+
+/* Exec and files need a running sandbox: 409 with the reason otherwise. */
+static bool require_ready(struct http_request *req, const struct sandbox *sb)
+{
+	switch (sb->state) {
+	case SANDBOX_READY:
+		return true;
+	case SANDBOX_PENDING:
+		http_reply_error(req, 409, "sandbox_pending", NULL, 0,
+				 "sandbox \"%s\" is not ready yet; retry once it is", sb->id);
+		return false;
+	case SANDBOX_TERMINATING:
+		http_reply_error(req, 409, "sandbox_terminating", NULL, 0,
+				 "sandbox \"%s\" is being deleted", sb->id);
+		return false;
+	case SANDBOX_FAILED:
+		http_reply_error(req, 409, "sandbox_failed", NULL, 0,
+				 "sandbox \"%s\" has failed (%s)", sb->id,
+				 sb->reason[0] ? sb->reason : "unknown");
+		return false;
+	}
+	return false;
+}
+
+/* Look up a sandbox for exec or files: tenant, readiness, template. */
+static const struct sbx_template *exec_target(struct sandbox_api *api, struct http_request *req,
+					      const char *id, struct sandbox *sb)
+{
+	if (!api->exec) {
+		http_reply_error(req, 503, "exec_unavailable", NULL, 0,
+				 "exec is not available on this replica");
+		return NULL;
+	}
+	if (!lookup(api, req, id, sb))
+		return NULL;
+	const struct sbx_template *t = NULL;
+	if (require_ready(req, sb)) {
+		t = config_template(api->cfg, sb->template_name);
+		if (!t)
+			http_reply_error(req, 409, "template_gone", NULL, 0,
+					 "the template \"%s\" of this sandbox is no longer configured",
+					 sb->template_name);
+	}
+	if (!t)
+		sandbox_release(sb);
+	return t;
+}
+
+static char **argv_copy(char *const *argv, size_t argc)
+{
+	char **out = calloc(argc + 1, sizeof(*out));
+	for (size_t i = 0; out && i < argc; i++)
+		if (!(out[i] = strdup(argv[i]))) {
+			exec_argv_free(out);
+			return NULL;
+		}
+	return out;
+}
+
+static void handle_exec_run(struct sandbox_api *api, struct http_request *req, const char *id)
+{
+	struct sandbox sb;
+	const struct sbx_template *t = exec_target(api, req, id, &sb);
+	if (!t)
+		return;
+	const char *ctype = http_request_header(req, "content-type");
+	if (ctype && strncmp(ctype, "application/json", 16) != 0) {
+		sandbox_release(&sb);
+		http_reply_error(req, 415, "unsupported_media_type", NULL, 0,
+				 "the body must be application/json");
+		return;
+	}
+	struct exec_request er;
+	const char *code = "invalid_request";
+	char why[256];
+	size_t blen;
+	const char *body = http_request_body(req, &blen);
+	int st = exec_request_parse(body, blen, t, api->cfg->max_env_vars, api->cfg->max_env_bytes,
+				    &er, &code, why, sizeof(why));
+	if (st) {
+		sandbox_release(&sb);
+		http_reply_error(req, st, code, NULL, 0, "%s", why);
+		return;
+	}
+	struct call *c = http_request_context(req);
+	if (c && (c->argv = argv_copy(er.argv, er.argc)) != NULL)
+		c->argc = er.argc;
+	/* the refusal's reply runs the audit hook, which frees c: set the
+	 * reason first */
+	if (c)
+		c->reason = "exec_limit";
+	if (!exec_mgr_admit(api->exec, req, sb.id, sb.tenant, t)) {
+		exec_request_release(&er);
+		sandbox_release(&sb);
+		return;
+	}
+	if (c)
+		c->reason = NULL;
+	exec_mgr_run(api->exec, req, api->cfg->namespace, sb.id, sb.tenant, t, &er);
+	sandbox_release(&sb);
+}
+
+static void handle_exec_stream(struct sandbox_api *api, struct http_request *req,
+			       const char *id)
+{
+	if (!http_request_is_websocket(req)) {
+		http_reply_error(req, 400, "websocket_required", NULL, 0,
+				 "this endpoint is a WebSocket (v5.channel.k8s.io or v4.channel.k8s.io); use POST for a one-shot command");
+		return;
+	}
+	struct sandbox sb;
+	const struct sbx_template *t = exec_target(api, req, id, &sb);
+	if (!t)
+		return;
+	struct exec_stream_params p;
+	const char *code = "invalid_request";
+	char why[256];
+	int st = exec_stream_parse(req, t, &p, &code, why, sizeof(why));
+	if (st) {
+		sandbox_release(&sb);
+		http_reply_error(req, st, code, NULL, 0, "%s", why);
+		return;
+	}
+	struct call *c = http_request_context(req);
+	if (c && (c->argv = argv_copy(p.argv, p.argc)) != NULL)
+		c->argc = p.argc;
+	/* the refusal's reply runs the audit hook, which frees c: set the
+	 * reason first */
+	if (c)
+		c->reason = "exec_limit";
+	if (!exec_mgr_admit(api->exec, req, sb.id, sb.tenant, t)) {
+		exec_stream_params_release(&p);
+		sandbox_release(&sb);
+		return;
+	}
+	if (c)
+		c->reason = NULL;
+	exec_stream_start(api->exec, req, api->cfg->namespace, sb.id, sb.tenant, t, &p);
+	sandbox_release(&sb);
+}
+
+static void handle_files(struct sandbox_api *api, struct http_request *req, const char *id)
+{
+	struct sandbox sb;
+	const struct sbx_template *t = exec_target(api, req, id, &sb);
+	if (!t)
+		return;
+	char path[SBX_FILES_PATH_MAX];
+	if (!files_api_path(req, t, path, sizeof(path))) {
+		sandbox_release(&sb);
+		return;
+	}
+	/* the audit record names the file as argv: [method, path] */
+	struct call *c = http_request_context(req);
+	char *const fa[] = { (char *)http_request_method(req), path };
+	if (c && (c->argv = argv_copy(fa, 2)) != NULL)
+		c->argc = 2;
+	/* the refusal's reply runs the audit hook, which frees c: set the
+	 * reason first */
+	if (c)
+		c->reason = "exec_limit";
+	if (!exec_mgr_admit(api->exec, req, sb.id, sb.tenant, t)) {
+		sandbox_release(&sb);
+		return;
+	}
+	if (c)
+		c->reason = NULL;
+	files_api_start(api->exec, req, http_request_method(req), api->cfg->namespace, sb.id,
+			sb.tenant, t, path);
+	sandbox_release(&sb);
+}
+
 /* ---- reads ---- */
 
 static void handle_get(struct sandbox_api *api, struct http_request *req, const char *id)
@@ -1253,6 +1454,8 @@ void sandbox_api_on_reply(void *ud, struct http_request *req, int status)
 			.client_addr = c->addr,
 			.action = action,
 			.sandbox_id = c->sandbox[0] ? c->sandbox : NULL,
+			.argv = c->argv,
+			.argc = c->argc,
 			.outcome = out,
 			.status = status,
 			.reason = c->reason,
@@ -1261,6 +1464,7 @@ void sandbox_api_on_reply(void *ud, struct http_request *req, int status)
 		audit_record(api->sec.audit, &e);
 	}
 	http_request_set_context(req, NULL);
+	exec_argv_free(c->argv);
 	free(c);
 }
 
@@ -1420,6 +1624,17 @@ void sandbox_api_handle(void *ud, struct http_request *req)
 		return;
 	case R_TEMPLATES:
 		handle_templates(api, req);
+		return;
+	case R_EXEC_RUN:
+		handle_exec_run(api, req, id);
+		return;
+	case R_EXEC_STREAM:
+		handle_exec_stream(api, req, id);
+		return;
+	case R_FILES_GET:
+	case R_FILES_PUT:
+	case R_FILES_DELETE:
+		handle_files(api, req, id);
 		return;
 	case R_HEALTHZ:
 	case R_READYZ:

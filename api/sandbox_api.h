@@ -10,6 +10,8 @@
  *   DELETE /v1/sandboxes/{id}
  *   POST   /v1/sandboxes/{id}/timeout              extend or shorten
  *   POST   /v1/sandboxes/{id}/tokens               a token valid for that sandbox only
+ *   POST   /v1/sandboxes/{id}/exec                 run a command, answer when it ends
+ *   GET    /v1/sandboxes/{id}/exec                 WebSocket exec stream (v5/v4.channel.k8s.io)
  *   GET    /v1/templates
  *
  * Every call but /healthz and /readyz is authenticated (API key or JWT, see
@@ -70,6 +72,11 @@ int sandbox_api_inflight(struct sandbox_api *api);
 /* Shutting down: stop queueing clean-ups (the workers are being drained;
  * half-created sandboxes are left to the reconciler's expiry). */
 void sandbox_api_shutdown(struct sandbox_api *api);
+
+struct exec_mgr;
+/* Give the api its exec manager (borrowed; outlives the api). Without one,
+ * exec and file calls answer 503 exec_unavailable. */
+void sandbox_api_set_exec(struct sandbox_api *api, struct exec_mgr *m);
 
 /* The http_handler_fn to give http_server_new, with the api as ud. */
 void sandbox_api_handle(void *api, struct http_request *req);

@@ -712,6 +712,13 @@ static void template_release(struct sbx_template *t)
 		free(t->egress[i].protocol);
 	}
 	free(t->egress);
+	free(t->exec.shell);
+	for (size_t i = 0; i < t->exec.nallow; i++)
+		free(t->exec.allow[i]);
+	free(t->exec.allow);
+	for (size_t i = 0; i < t->exec.ndeny; i++)
+		free(t->exec.deny[i]);
+	free(t->exec.deny);
 }
 
 static bool valid_template_name(const char *s)
@@ -1051,12 +1058,151 @@ static int parse_lifetime(struct pctx *p, yaml_node_t *tm, const char *path,
 	return 0;
 }
 
+/* A program in exec.allow or exec.deny: a basename ("python3") or an
+ * absolute path without "." or ".." segments, "//" or a trailing '/'. */
+static bool valid_program(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 1024 || has_ctl(s))
+		return false;
+	if (s[0] != '/')
+		return strchr(s, '/') == NULL && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
+	if (s[n - 1] == '/' || strstr(s, "//") || strstr(s, "/./") || strstr(s, "/../"))
+		return false;
+	return !(n >= 2 && strcmp(s + n - 2, "/.") == 0) &&
+	       !(n >= 3 && strcmp(s + n - 3, "/..") == 0);
+}
+
+static int parse_programs(struct pctx *p, yaml_node_t *em, const char *path, const char *key,
+			  char ***out, size_t *nout)
+{
+	char sub[KEYPATH_MAX], item[KEYPATH_MAX], b[SHOWN_MAX];
+	subkey(sub, sizeof(sub), path, key);
+	yaml_node_t *n = mget(p, em, key);
+	if (!n)
+		return 0;
+	if (n->type != YAML_SEQUENCE_NODE)
+		return PERR(p, sub, "expected a list of programs, found %s", kind(n));
+	size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (count > CONFIG_MAX_PROGRAMS)
+		return PERR(p, sub, "too many entries (at most %d)", CONFIG_MAX_PROGRAMS);
+	*out = calloc(count ? count : 1, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	for (size_t i = 0; i < count; i++) {
+		subidx(item, sizeof(item), sub, i);
+		const char *v;
+		int rc = scalar_text(p, ynode(p, n->data.sequence.items.start[i]), item, &v);
+		if (rc)
+			return rc;
+		if (!valid_program(v))
+			return PERR(p, item,
+				    "\"%s\" is neither a program name (no '/') nor a canonical absolute path",
+				    shown(v, b));
+		if (!((*out)[i] = strdup(v)))
+			return -ENOMEM;
+		(*nout)++;
+	}
+	return 0;
+}
+
+static int get_bytes(struct pctx *p, yaml_node_t *m, const char *path, const char *key,
+		     int64_t min, int64_t max, size_t *out)
+{
+	char sub[KEYPATH_MAX];
+	int64_t v;
+	bool present;
+	int rc = get_quantity(p, m, path, key, true, false, true, NULL, &v, &present);
+	if (rc || !present)
+		return rc;
+	subkey(sub, sizeof(sub), path, key);
+	if (v < min || v > max)
+		return PERR(p, sub, "must be from %lld to %lld bytes", (long long)min,
+			    (long long)max);
+	*out = (size_t)v;
+	return 0;
+}
+
+static int parse_exec(struct pctx *p, yaml_node_t *tm, const char *path, struct sbx_template *t)
+{
+	static const char *const keys[] = { "shell",	       "allow",		  "deny",
+					    "max_args",	       "max_arg_bytes",	  "max_argv_bytes",
+					    "default_timeout", "max_timeout",	  "default_output",
+					    "max_output",      "max_streams",	  "max_file_bytes" };
+	char sub[KEYPATH_MAX], part[KEYPATH_MAX], b[SHOWN_MAX];
+	subkey(sub, sizeof(sub), path, "exec");
+	struct sbx_exec_policy *e = &t->exec;
+	e->max_args = 256;
+	e->max_arg_bytes = 32u << 10;
+	e->max_argv_bytes = 256u << 10;
+	e->default_timeout_s = 300;
+	e->max_timeout_s = 3600;
+	e->default_output_bytes = 1u << 20;
+	e->max_output_bytes = 16u << 20;
+	e->max_streams = 16;
+	e->max_file_bytes = 64u << 20;
+	yaml_node_t *em = mget(p, tm, "exec");
+	const char *shell = NULL;
+	int rc = 0;
+	if (em) {
+		rc = check_map(p, em, sub, keys, ARRAY_SIZE(keys), 0);
+		if (!rc)
+			rc = get_text(p, em, sub, "shell", 1024, false, &shell);
+		if (rc)
+			return rc;
+	}
+	if (!shell)
+		shell = "/bin/sh";
+	if (strcmp(shell, "none") != 0) {
+		subkey(part, sizeof(part), sub, "shell");
+		if (shell[0] != '/' || !valid_program(shell))
+			return PERR(p, part, "\"%s\" must be an absolute path or \"none\"",
+				    shown(shell, b));
+		if (!(e->shell = strdup(shell)))
+			return -ENOMEM;
+	}
+	if (!em)
+		return 0;
+	uint64_t x = e->max_args;
+	if ((rc = parse_programs(p, em, sub, "allow", &e->allow, &e->nallow)) ||
+	    (rc = parse_programs(p, em, sub, "deny", &e->deny, &e->ndeny)) ||
+	    (rc = get_int(p, em, sub, "max_args", 1, 4096, false, &x)))
+		return rc;
+	e->max_args = (size_t)x;
+	x = (uint64_t)e->max_streams;
+	if ((rc = get_int(p, em, sub, "max_streams", 1, 1024, false, &x)))
+		return rc;
+	e->max_streams = (int)x;
+	if ((rc = get_bytes(p, em, sub, "max_arg_bytes", 1, 1 << 20, &e->max_arg_bytes)) ||
+	    (rc = get_bytes(p, em, sub, "max_argv_bytes", 1, 1 << 20, &e->max_argv_bytes)) ||
+	    (rc = get_bytes(p, em, sub, "default_output", 0, 64 << 20, &e->default_output_bytes)) ||
+	    (rc = get_bytes(p, em, sub, "max_output", 0, 64 << 20, &e->max_output_bytes)) ||
+	    (rc = get_bytes(p, em, sub, "max_file_bytes", 0, 4LL << 30, &e->max_file_bytes)) ||
+	    (rc = get_duration(p, em, sub, "default_timeout", 1, 86400, &e->default_timeout_s)) ||
+	    (rc = get_duration(p, em, sub, "max_timeout", 1, 86400, &e->max_timeout_s)))
+		return rc;
+	if (e->default_timeout_s > e->max_timeout_s) {
+		subkey(part, sizeof(part), sub, "default_timeout");
+		return PERR(p, part, "exceeds exec.max_timeout");
+	}
+	if (e->default_output_bytes > e->max_output_bytes) {
+		subkey(part, sizeof(part), sub, "default_output");
+		return PERR(p, part, "exceeds exec.max_output");
+	}
+	if (e->max_arg_bytes > e->max_argv_bytes) {
+		subkey(part, sizeof(part), sub, "max_arg_bytes");
+		return PERR(p, part, "exceeds exec.max_argv_bytes");
+	}
+	return 0;
+}
+
 static int parse_template(struct pctx *p, yaml_node_t *tm, const char *path,
 			  struct sbx_template *t)
 {
 	static const char *const keys[] = { "name",      "image",     "command", "workspace",
 					    "tmp_size",  "user",      "group",   "resources",
-					    "runtime_class", "env",   "network", "lifetime" };
+					    "runtime_class", "env",   "network", "lifetime",
+					    "exec" };
 	char sub[KEYPATH_MAX], b[SHOWN_MAX];
 	int rc = check_map(p, tm, path, keys, ARRAY_SIZE(keys), 0);
 	if (rc)
@@ -1141,6 +1287,8 @@ static int parse_template(struct pctx *p, yaml_node_t *tm, const char *path,
 		rc = parse_network(p, tm, path, t);
 	if (!rc)
 		rc = parse_lifetime(p, tm, path, t);
+	if (!rc)
+		rc = parse_exec(p, tm, path, t);
 	return rc;
 }
 
@@ -1247,7 +1395,7 @@ static int parse_rate(struct pctx *p, yaml_node_t *r, struct sbx_config *cfg)
 
 static int parse_quota(struct pctx *p, yaml_node_t *m, const char *path, struct sbx_quota *q)
 {
-	static const char *const keys[] = { "sandboxes", "cpu", "memory" };
+	static const char *const keys[] = { "sandboxes", "cpu", "memory", "exec_streams" };
 	int rc = check_map(p, m, path, keys, ARRAY_SIZE(keys), 0);
 	if (rc)
 		return rc;
@@ -1256,6 +1404,11 @@ static int parse_quota(struct pctx *p, yaml_node_t *m, const char *path, struct 
 	if (rc)
 		return rc;
 	q->sandboxes = (int64_t)n;
+	n = (uint64_t)q->exec_streams;
+	rc = get_int(p, m, path, "exec_streams", 0, 1000000, false, &n);
+	if (rc)
+		return rc;
+	q->exec_streams = (int64_t)n;
 	bool present;
 	if ((rc = get_quantity(p, m, path, "cpu", false, false, true, NULL, &q->cpu_milli,
 			       &present)) != 0)
@@ -1373,7 +1526,8 @@ const struct sbx_quota *config_quota(const struct sbx_config *cfg, const char *t
 static int parse_limits(struct pctx *p, yaml_node_t *root, struct sbx_config *cfg)
 {
 	static const char *const keys[] = { "max_body_bytes", "max_env_vars", "max_env_bytes",
-					    "max_labels", "create_timeout", "rate" };
+					    "max_labels", "create_timeout", "rate",
+					    "max_exec_streams" };
 	yaml_node_t *l = mget(p, root, "limits");
 	if (!l)
 		return 0;
@@ -1410,6 +1564,11 @@ static int parse_limits(struct pctx *p, yaml_node_t *root, struct sbx_config *cf
 	if (rc)
 		return rc;
 	cfg->max_labels = (size_t)x;
+	x = (uint64_t)cfg->max_exec_streams;
+	rc = get_int(p, l, "limits", "max_exec_streams", 1, 100000, false, &x);
+	if (rc)
+		return rc;
+	cfg->max_exec_streams = (int)x;
 	int64_t s = cfg->create_timeout_s;
 	rc = get_duration(p, l, "limits", "create_timeout", 1, 3600, &s);
 	cfg->create_timeout_s = (int)s;
@@ -1641,6 +1800,7 @@ static struct sbx_config *config_defaults(void)
 	cfg->max_env_bytes = 32u << 10;
 	cfg->max_labels = 16;
 	cfg->create_timeout_s = 120;
+	cfg->max_exec_streams = 1024;
 	cfg->rate_enabled = true;
 	cfg->rate_principal = 20;
 	cfg->rate_principal_burst = 40;

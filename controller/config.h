@@ -49,6 +49,33 @@ struct sbx_kv {
 	char *value;
 };
 
+/*
+ * Command policy and limits of a template (templates[i].exec). A guard rail
+ * on what is launched, not a sandbox: the Pod is the sandbox. Allowing a
+ * shell or an interpreter allows whatever it can run.
+ */
+#define CONFIG_MAX_PROGRAMS 256                /* entries of allow or deny */
+struct sbx_exec_policy {
+	char *shell;             /* exec.shell: POSIX shell used to wrap commands
+				    (env, workdir, kill on timeout); default "/bin/sh";
+				    NULL when "none": no wrapper, no env/workdir, and
+				    timeouts cannot stop the command */
+	char **allow;            /* exec.allow: programs; empty = any program */
+	size_t nallow;
+	char **deny;             /* exec.deny: programs refused */
+	size_t ndeny;
+	size_t max_args;         /* exec.max_args: argv entries; default 256, 1..4096 */
+	size_t max_arg_bytes;    /* exec.max_arg_bytes: one entry; default 32Ki, <= 1Mi */
+	size_t max_argv_bytes;   /* exec.max_argv_bytes: all entries; default 256Ki, <= 1Mi */
+	int64_t default_timeout_s; /* exec.default_timeout: one-shot; default 5m */
+	int64_t max_timeout_s;   /* exec.max_timeout: default 1h, <= 1d */
+	size_t default_output_bytes; /* exec.default_output: per stream, one-shot; default 1Mi */
+	size_t max_output_bytes; /* exec.max_output: default 16Mi, <= 64Mi */
+	int max_streams;         /* exec.max_streams: concurrent exec calls and streams
+				    (file transfers included) per sandbox; default 16, 1..1024 */
+	size_t max_file_bytes;   /* exec.max_file_bytes: one file up or down; default 64Mi, <= 4Gi */
+};
+
 struct sbx_template {
 	char *name;              /* [a-z0-9-], 1..40 chars, starting and ending
 				    with a letter or digit (it is a label value) */
@@ -74,6 +101,7 @@ struct sbx_template {
 	size_t negress;
 	int64_t default_lifetime_s;   /* > 0; default 1h */
 	int64_t max_lifetime_s;       /* >= default, <= CONFIG_MAX_LIFETIME_S; default 24h */
+	struct sbx_exec_policy exec; /* exec and files (templates[i].exec) */
 	/* totals used by quotas later: millicores and bytes of the limits */
 	int64_t cpu_limit_milli;
 	int64_t memory_limit_bytes;
@@ -107,6 +135,7 @@ struct sbx_auth_config {
 /* Per-tenant limits on live sandboxes; 0 means no limit. */
 struct sbx_quota {
 	int64_t sandboxes;
+	int64_t exec_streams;   /* concurrent exec calls, streams and file transfers */
 	int64_t cpu_milli;      /* sum of the templates' cpu limits */
 	int64_t memory_bytes;   /* sum of the templates' memory limits */
 };
@@ -127,6 +156,9 @@ struct sbx_config {
 	size_t max_env_bytes;     /* total of names and values; default 32 KiB; <= 1 MiB */
 	size_t max_labels;        /* client labels per sandbox; default 16; <= 64 */
 	int create_timeout_s;     /* wait=true deadline; default 120; 1..3600 */
+	int max_exec_streams;     /* limits.max_exec_streams: exec calls, streams and file
+				     transfers open at once on this replica; default 1024,
+				     1..100000 */
 	char *log_level;          /* "debug", "info" (default), "warn", "error" */
 	char *log_format;         /* "json" (default) or "text" */
 	struct sbx_template *templates;

@@ -329,7 +329,6 @@ enum kube_err kube_exec_demux_feed(struct kube_exec_demux *d, const void *data, 
 		break;
 	}
 	default:
-		fprintf(stderr, "DEMUX-DIAG: %zu bytes ignored on channel %d (final %d)\n", len, d->channel, final);
 		break; /* stdin echoes, resize, close, unknown: nothing for us */
 	}
 	if (final) {

@@ -25,6 +25,16 @@
  * socket so that TCP back-pressure slows the command instead of memory
  * growing. Every buffer filled from the network has a named maximum.
  *
+ * Output lost upstream: pausing loses nothing in this client, but with v5 the
+ * API server does not pass the WebSocket to the node: it translates to SPDY,
+ * and when the reader is slow (paused) as the command exits, the tail of
+ * stdout can be lost between the node and the API server, which still sends
+ * a Success status and a normal close. What arrives is then an exact prefix.
+ * Measured with an independent WebSocket client and kubectl over SPDY too,
+ * not only with this client; v4 (proxied to the node unchanged) kept every
+ * byte. Evidence and advice: docs/kube-client.md, "Exec output and slow
+ * readers"; upstream: kubernetes/kubernetes#124571.
+ *
  * Closing or cancelling a stream does NOT kill the command in the container:
  * Kubernetes gives no such guarantee. Stopping a command on timeout needs its
  * own mechanism (see issue #4); kube_exec_run only reports timed_out.
@@ -166,7 +176,11 @@ int kube_exec_resize(struct kube_exec_session *s, unsigned cols, unsigned rows);
 /*
  * Stop (pause=true) or resume reading output. While paused, data already read
  * from the socket (at most a receive buffer) may still be delivered; then the
- * server's writes block and the command slows down. 0 or -EPIPE.
+ * server's writes block and the command slows down. After a resume every byte
+ * the server sent follows, in order, then the status. With v5, a command that
+ * ends while output is paused for long may have its output's tail dropped by
+ * the API server (see the note at the top). 0 or -EPIPE (the stream has
+ * already ended: on_close has run or is running).
  */
 int kube_exec_pause_output(struct kube_exec_session *s, bool pause);
 

@@ -10,9 +10,11 @@
 #include "auth.h"
 #include "client_addr.h"
 #include "config.h"
+#include "exec_api.h"
 #include "http_server.h"
 #include "kube_client.h"
 #include "kube_config.h"
+#include "kube_exec.h"
 #include "kube_watch.h"
 #include "log.h"
 #include "ratelimit.h"
@@ -35,6 +37,10 @@
 /* Workers block on the API server, not on CPU: enough of them that a burst
  * of creates is limited by the API server, not by this pool. */
 #define WORKERS 32
+
+/* What GET /v1/sandboxes/{id}/exec speaks, most preferred first. */
+static const char *const exec_protocols[] = { KUBE_EXEC_PROTOCOL_V5, KUBE_EXEC_PROTOCOL_V4,
+					       NULL };
 #define WORK_QUEUE 1024
 
 #define DRAIN_MAX_MS 25000
@@ -274,6 +280,8 @@ int main(int argc, char **argv)
 	struct kube_informer *inf = NULL;
 	struct workq *wq = NULL;
 	struct sandbox_api *api = NULL;
+	struct kube_exec_client *kx = NULL;
+	struct exec_mgr *xm = NULL;
 	struct reconciler *rec = NULL;
 	pthread_t inf_th, rec_th, drain_th;
 	bool inf_started = false, rec_started = false, drain_started = false;
@@ -321,6 +329,14 @@ int main(int argc, char **argv)
 	inf = store ? kube_informer_new(kube, &io, &ops, store) : NULL;
 	wq = workq_new(WORKERS, WORK_QUEUE);
 	api = inf && wq ? sandbox_api_new(cfg, kube, store, wq, inf, &sec) : NULL;
+	kx = kube_exec_client_new(kcfg, err, sizeof(err));
+	if (!kx) {
+		log_error("cannot create the exec client: %s", err);
+		goto out;
+	}
+	xm = api ? exec_mgr_new(cfg, kx) : NULL;
+	if (xm)
+		sandbox_api_set_exec(api, xm);
 	struct reconciler_opts ro = {
 		.cfg = cfg,
 		.kube = kube,
@@ -341,6 +357,8 @@ int main(int argc, char **argv)
 		.tls_cert_file = cfg->tls_cert_file,
 		.tls_key_file = cfg->tls_key_file,
 		.on_reply = sandbox_api_on_reply,
+		.ws_protocols = exec_protocols,
+		.ws_max_message = 1u << 20,
 	};
 	server = http_server_new(&ho, sandbox_api_handle, api, err, sizeof(err));
 	if (!server) {
@@ -371,6 +389,8 @@ out:
 		pthread_join(rec_th, NULL);
 	if (api)
 		sandbox_api_shutdown(api);
+	exec_mgr_free(xm);        /* answers exec calls, kills timed-out commands */
+	kube_exec_client_free(kx);
 	workq_free(wq);           /* runs what was queued; may add waiters */
 	sandbox_store_free(store); /* answers the waiters left */
 	http_server_free(server);

@@ -24,7 +24,7 @@ CONFIG = """
 namespace: {namespace}
 listen: {{address: 127.0.0.1, port: {port}}}
 limits:
-  max_body_bytes: 65536
+  max_body_bytes: {max_body}
   max_env_vars: 8
   max_env_bytes: 1024
   max_labels: 4
@@ -40,7 +40,7 @@ auth:
     audience: sandbox-controller
   insecure_dev_mode: {insecure}
 audit: {{destination: {audit_file}, argv: full}}
-quotas: {{tenants: {{tiny: {{sandboxes: 1}}}}}}
+quotas: {{tenants: {{tiny: {{sandboxes: 1}}, capped: {{exec_streams: 1}}}}}}
 {extra}
 templates:
   - name: python
@@ -83,6 +83,52 @@ templates:
       egress:
         - {{cidr: 203.0.113.0/24, ports: [443]}}
     lifetime: {{default: 10m, max: 1h}}
+  # exec tests: kwok's local exec runs commands on this host, so the
+  # workspace is a host directory made for the run
+  - name: exec
+    image: busybox
+    command: ["sleep", "infinity"]
+    workspace: {{path: {exec_ws}, size: 256Mi}}
+    user: 1000
+    group: 1000
+    resources:
+      requests: {{cpu: 100m, memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: 500m, memory: 256Mi, ephemeral-storage: 1Gi}}
+    network: {{profile: none}}
+    lifetime: {{default: 10m, max: 1h}}
+    exec:
+      deny: [bash, /usr/bin/perl]
+      max_args: 16
+      max_arg_bytes: 2Ki
+      max_argv_bytes: 8Ki
+      max_streams: 4
+      default_timeout: 30s
+      max_timeout: 2m
+      default_output: 64Ki
+      max_output: 16Mi
+      max_file_bytes: 16Mi
+  - name: locked
+    image: busybox
+    command: ["sleep", "infinity"]
+    workspace: {{path: {exec_ws}, size: 256Mi}}
+    user: 1000
+    group: 1000
+    resources:
+      requests: {{cpu: 100m, memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: 500m, memory: 256Mi, ephemeral-storage: 1Gi}}
+    network: {{profile: none}}
+    exec: {{allow: [echo, /bin/true]}}
+  - name: noshell
+    image: busybox
+    command: ["sleep", "infinity"]
+    workspace: {{path: {exec_ws}, size: 256Mi}}
+    user: 1000
+    group: 1000
+    resources:
+      requests: {{cpu: 100m, memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: 500m, memory: 256Mi, ephemeral-storage: 1Gi}}
+    network: {{profile: none}}
+    exec: {{shell: /nonexistent/sh}}
   - name: huge
     image: debian:bookworm-slim
     command: ["sleep", "infinity"]
@@ -280,7 +326,9 @@ class JwtMaker:
 PRINCIPALS = {
     "acme": ("acme", "sandboxes:read,sandboxes:write,exec,files", None),
     "acme_ro": ("acme", "sandboxes:read", None),
-    "other": ("other", "sandboxes:read,sandboxes:write", None),
+    "other": ("other", "sandboxes:read,sandboxes:write,exec,files", None),
+    "capped": ("capped", "sandboxes:read,sandboxes:write,exec", None),
+    "noexec": ("acme", "sandboxes:read,sandboxes:write", None),
     "admin": ("ops", "admin", None),
     "tiny": ("tiny", "sandboxes:read,sandboxes:write", None),
     "expired": ("acme", "sandboxes:read", "expired"),
@@ -311,7 +359,7 @@ def make_keys(binary, path):
 
 class Controller:
     def __init__(self, env, binary, workdir, rate=1000, burst=1000, arate=1000, aburst=1000,
-                 extra="", insecure=False):
+                 extra="", insecure=False, max_body=65536):
         self.env = env
         self.workdir = workdir
         self.kubeconfig = least_privilege_kubeconfig(env, workdir)
@@ -323,12 +371,16 @@ class Controller:
         self.config = os.path.join(workdir, "config.yaml")
         self.log_path = os.path.join(workdir, "controller.log")
         self.audit_path = os.path.join(workdir, "audit.log")
+        # not under /tmp: the config refuses workspaces there
+        self.exec_ws = tempfile.mkdtemp(prefix="sbx-e2e-ws-", dir="/var/tmp")
+        os.chmod(self.exec_ws, 0o755)
         with open(self.config, "w") as f:
             f.write(CONFIG.format(namespace=env["KUBE_NAMESPACE"], port=self.port,
                                   keys_file=self.keys_file, audit_file=self.audit_path,
                                   hs256_file=self.jwt.hs256_file, jwks_file=self.jwt.jwks_file,
                                   rate=rate, burst=burst, arate=arate, aburst=aburst,
-                                  extra=extra, insecure="true" if insecure else "false"))
+                                  extra=extra, insecure="true" if insecure else "false",
+                                  exec_ws=self.exec_ws, max_body=max_body))
         self.proc = None
         self.api = Api(f"http://127.0.0.1:{self.port}", self.keys["acme"])
 

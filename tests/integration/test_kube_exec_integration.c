@@ -8,10 +8,12 @@
  * trip through cat, with a small stdin bound so that flow control engages),
  * binary stdout compared with the file it came from, a large stdout (the
  * throughput figure is printed, never judged), output truncation, a timeout,
- * output paused and resumed, cancel, 50 concurrent sessions, a long argv, a
- * missing Pod (404), RBAC (403 without pods/exec, success with it, through
- * TokenRequest tokens), TLS verification (wrong name, wrong CA), the v4
- * fallback, and a tty with resize.
+ * output paused and resumed, output paused every 256 KiB with every byte
+ * checked (v4 and v5; SBX_KUBE_EXEC_PAUSE_RUNS=N repeats it and
+ * SBX_KUBE_EXEC_ONLY=test_pause_resume_no_loss runs only it), cancel, 50
+ * concurrent sessions, a long argv, a missing Pod (404), RBAC (403 without
+ * pods/exec, success with it, through TokenRequest tokens), TLS verification
+ * (wrong name, wrong CA), the v4 fallback, and a tty with resize.
  */
 #include "cluster_env.h"
 #include "kube_exec.h"
@@ -562,6 +564,252 @@ static void test_pause_output(void)
 	coll_release(&c);
 }
 
+/*
+ * Pausing and resuming output must lose nothing. The output is
+ * position-dependent (`seq -w` lines of 8 bytes: byte i belongs to line
+ * i / 8 + 1), so a gap, a repeat or a reordering shows as the first bad byte.
+ * The consumer pauses for PR_PAUSE_MS every PR_STEP bytes, either from inside
+ * on_stdout (applied by lws when the callback returns) or from the test
+ * thread (applied by the service loop), and resumes from the test thread.
+ *
+ * What is asserted depends on the path, because the API server drops data
+ * (docs/kube-client.md, "Exec output and slow readers"):
+ *  - v4 (the API server proxies the WebSocket to the node's streaming server
+ *    as it is): every byte, in order, exit 0. Here the last pause is long
+ *    (PR_LONG_PAUSE_MS once at most PR_TAIL bytes are left), so the command
+ *    exits and its status is queued behind unread stdout while we are paused.
+ *  - v5 (the API server translates to SPDY for the node): without pauses,
+ *    every byte; with pauses, what arrives is an exact prefix of the output
+ *    followed by exit 0. Its length is printed, not judged: the translator can
+ *    lose the tail of the output of a command that ends while the reader is
+ *    slow, and reports success anyway.
+ */
+#define PR_LINES 1000000u
+#define PR_LINE_LEN 8u /* "0000001\n" */
+#define PR_TOTAL ((size_t)PR_LINES * PR_LINE_LEN)
+#define PR_STEP (256u << 10)
+#define PR_PAUSE_MS 200
+#define PR_LONG_PAUSE_MS 1500
+#define PR_TAIL (1u << 20)
+
+enum pr_mode { PR_NONE, PR_FROM_CALLBACK, PR_FROM_THREAD };
+
+struct pr {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct kube_exec_session *s;
+	enum pr_mode mode;
+	bool long_tail_pause; /* pause PR_LONG_PAUSE_MS once near the end */
+	size_t got;           /* bytes received */
+	size_t bad_at;        /* first byte that differs, or SIZE_MAX */
+	size_t next_pause;    /* pause once got reaches this */
+	bool pause_wanted;    /* the test thread should pause (and/or resume) */
+	int pause_ms;
+	bool long_done;
+	unsigned pauses;
+	size_t while_paused;  /* bytes delivered after a pause had settled */
+	bool paused;
+	bool closed, got_exit;
+	int exit_code;
+	struct kube_error close_err;
+	size_t after_exit;    /* stdout bytes delivered after on_exit */
+};
+
+static char pr_expected(size_t i)
+{
+	size_t line = i / PR_LINE_LEN + 1, col = i % PR_LINE_LEN;
+	if (col == PR_LINE_LEN - 1)
+		return '\n';
+	for (size_t k = PR_LINE_LEN - 2; k > col; k--)
+		line /= 10;
+	return (char)('0' + line % 10);
+}
+
+static void pr_stdout(void *ud, const char *data, size_t len)
+{
+	struct pr *p = ud;
+	bool pause_here = false;
+	pthread_mutex_lock(&p->mu);
+	for (size_t i = 0; i < len && p->bad_at == SIZE_MAX; i++)
+		if (p->got + i >= PR_TOTAL || data[i] != pr_expected(p->got + i))
+			p->bad_at = p->got + i;
+	p->got += len;
+	if (p->got_exit)
+		p->after_exit += len;
+	if (p->paused)
+		p->while_paused += len;
+	if (p->mode != PR_NONE && !p->pause_wanted && p->got >= p->next_pause) {
+		p->next_pause = p->got + PR_STEP;
+		p->pause_ms = PR_PAUSE_MS;
+		if (p->long_tail_pause && !p->long_done && PR_TOTAL - p->got <= PR_TAIL) {
+			p->pause_ms = PR_LONG_PAUSE_MS;
+			p->long_done = true;
+		}
+		p->pause_wanted = true;
+		p->pauses++;
+		pause_here = p->mode == PR_FROM_CALLBACK;
+		pthread_cond_broadcast(&p->cv);
+	}
+	struct kube_exec_session *s = p->s;
+	pthread_mutex_unlock(&p->mu);
+	if (pause_here && kube_exec_pause_output(s, true) != 0)
+		abort();
+}
+
+static void pr_exit(void *ud, int code, const struct kube_error *st)
+{
+	(void)st;
+	struct pr *p = ud;
+	pthread_mutex_lock(&p->mu);
+	p->got_exit = true;
+	p->exit_code = code;
+	pthread_mutex_unlock(&p->mu);
+}
+
+static void pr_close(void *ud, const struct kube_error *err)
+{
+	struct pr *p = ud;
+	pthread_mutex_lock(&p->mu);
+	p->closed = true;
+	p->close_err = *err;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+static const struct kube_exec_ops pr_ops = {
+	.on_stdout = pr_stdout,
+	.on_exit = pr_exit,
+	.on_close = pr_close,
+};
+
+static void pr_timed_wait(struct pr *p, int ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+}
+
+/* One run; returns true when every byte arrived in order with exit 0. */
+static bool pr_run(bool v4, enum pr_mode mode, int run)
+{
+	static char count[16];
+	snprintf(count, sizeof(count), "%u", PR_LINES);
+	const char *const argv[] = { "seq", "-w", "1", count, NULL };
+	struct kube_exec_req req = req_for(argv);
+	req.with_stderr = false;
+	req.v4_only = v4;
+	struct pr p;
+	memset(&p, 0, sizeof(p));
+	pthread_mutex_init(&p.mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	p.mode = mode;
+	p.long_tail_pause = v4;
+	p.bad_at = SIZE_MAX;
+	p.next_pause = PR_STEP;
+	p.exit_code = -2;
+
+	struct kube_error e;
+	int64_t t0 = now_ms();
+	pthread_mutex_lock(&p.mu);
+	enum kube_err rc = kube_exec_start(ec, &req, &pr_ops, &p, &p.s, &e);
+	pthread_mutex_unlock(&p.mu);
+	CHECK_INT(rc, KUBE_OK);
+	if (rc != KUBE_OK)
+		goto out;
+	pthread_mutex_lock(&p.mu);
+	while (!p.closed && now_ms() - t0 < 120000) {
+		if (!p.pause_wanted) {
+			pr_timed_wait(&p, 1000);
+			continue;
+		}
+		struct kube_exec_session *s = p.s;
+		int ms = p.pause_ms;
+		pthread_mutex_unlock(&p.mu);
+		if (mode == PR_FROM_THREAD)
+			CHECK_INT(kube_exec_pause_output(s, true), 0);
+		/* let the pause take hold (what was already read may still come) */
+		usleep(50000);
+		pthread_mutex_lock(&p.mu);
+		p.paused = true;
+		pthread_mutex_unlock(&p.mu);
+		usleep((useconds_t)(ms - 50) * 1000);
+		pthread_mutex_lock(&p.mu);
+		p.paused = false;
+		p.pause_wanted = false;
+		pthread_mutex_unlock(&p.mu);
+		int r = kube_exec_pause_output(s, false);
+		CHECK(r == 0 || r == -EPIPE); /* -EPIPE: it ended while paused */
+		pthread_mutex_lock(&p.mu);
+	}
+	bool closed = p.closed;
+	pthread_mutex_unlock(&p.mu);
+	CHECK(closed);
+	if (!closed) {
+		kube_exec_cancel(p.s);
+		pthread_mutex_lock(&p.mu);
+		while (!p.closed)
+			pr_timed_wait(&p, 1000);
+		pthread_mutex_unlock(&p.mu);
+	}
+out:;
+	bool complete = p.got == PR_TOTAL;
+	bool ok = complete && p.bad_at == SIZE_MAX && p.exit_code == 0 &&
+		  p.close_err.code == KUBE_OK;
+	static const char *const names[] = { "no pauses", "paused in on_stdout",
+					      "paused from the test thread" };
+	char bad[32] = "none";
+	if (p.bad_at != SIZE_MAX)
+		snprintf(bad, sizeof(bad), "%zu", p.bad_at);
+	printf("pause/resume %s run %d (%s): %zu of %zu bytes (%s), %u pauses, %zu bytes "
+	       "while paused, first bad byte %s, exit %d, close: %s, %lld ms\n",
+	       v4 ? "v4" : "v5", run, names[mode], p.got, PR_TOTAL,
+	       complete ? "complete" : v4 ? "LOST" : "tail lost upstream", p.pauses,
+	       p.while_paused, bad, p.exit_code, kube_strerror(p.close_err.code),
+	       (long long)(now_ms() - t0));
+	/* whatever arrived is the output's exact prefix, and the stream ended
+	 * with the command's status */
+	CHECK(p.bad_at == SIZE_MAX);
+	CHECK_INT(p.exit_code, 0);
+	CHECK_INT(p.close_err.code, KUBE_OK);
+	CHECK_INT(p.after_exit, 0);
+	if (v4 || mode == PR_NONE)
+		CHECK_INT(p.got, PR_TOTAL);
+	if (mode != PR_NONE)
+		CHECK(p.pauses >= PR_TOTAL / PR_STEP / 2);
+	kube_exec_release(p.s);
+	pthread_cond_destroy(&p.cv);
+	pthread_mutex_destroy(&p.mu);
+	return ok;
+}
+
+static void test_pause_resume_no_loss(void)
+{
+	const char *env = getenv("SBX_KUBE_EXEC_PAUSE_RUNS"); /* for soak runs */
+	int runs = env ? atoi(env) : 1;
+	if (runs < 1)
+		runs = 1;
+	int ok[2][3] = { { 0 } };
+	for (int i = 0; i < runs; i++) {
+		for (int v = 0; v < 2; v++)
+			for (int m = PR_NONE; m <= PR_FROM_THREAD; m++)
+				ok[v][m] += pr_run(v == 0, (enum pr_mode)m, i);
+	}
+	for (int v = 0; v < 2; v++)
+		printf("pause/resume %s: %d run(s) each: complete %d without pauses, %d paused in "
+		       "on_stdout, %d paused from the test thread\n",
+		       v == 0 ? "v4" : "v5", runs, ok[v][0], ok[v][1], ok[v][2]);
+}
+
 #define NCONC 50
 
 static void test_concurrent(void)
@@ -895,6 +1143,11 @@ int main(void)
 		kube_exec_client_free(ec);
 		return 1;
 	}
+	const char *only = getenv("SBX_KUBE_EXEC_ONLY"); /* a test name, for loops */
+	if (only && strcmp(only, "test_pause_resume_no_loss") == 0) {
+		RUN(test_pause_resume_no_loss);
+		goto done;
+	}
 	RUN(test_echo);
 	RUN(test_streams_and_exit_code);
 	RUN(test_stdin_roundtrip);
@@ -904,6 +1157,7 @@ int main(void)
 	RUN(test_timeout);
 	RUN(test_cancel);
 	RUN(test_pause_output);
+	RUN(test_pause_resume_no_loss);
 	RUN(test_concurrent);
 	RUN(test_long_argv);
 	RUN(test_missing_pod);
@@ -911,6 +1165,7 @@ int main(void)
 	RUN(test_tls_verification);
 	RUN(test_v4);
 	RUN(test_tty_resize);
+done:
 	CHECK_INT(kube_exec_client_active(ec), 0);
 	kube_exec_client_free(ec);
 	teardown_pod();
