@@ -250,8 +250,10 @@ static void k_exit(void *ud, int exit_code, const struct kube_error *status)
 	b->exited = exit_code >= 0;
 	b->status_sent = true;
 	pthread_mutex_unlock(&b->mu);
+	/* the socket closes when the Pod stream does (k_close): output may
+	 * still follow the status (the API server sends them on separate
+	 * streams and does not order them) */
 	send_status(b, exit_code, status);
-	http_ws_close(b->ws, 1000, "");
 }
 
 /* Hand pending stdin to the session; under b->mu. Returns whether the
@@ -295,10 +297,9 @@ static void k_close(void *ud, const struct kube_error *err)
 	b->status_sent = true;
 	b->kube_closed = true;
 	pthread_mutex_unlock(&b->mu);
-	if (send) {
+	if (send)
 		send_status(b, -1, err);
-		http_ws_close(b->ws, 1000, "");
-	}
+	http_ws_close(b->ws, 1000, "");
 	bridge_unref(b);
 }
 
@@ -442,6 +443,8 @@ void exec_stream_start(struct exec_mgr *m, struct http_request *req, const char 
 		       struct exec_stream_params *p)
 {
 	struct kube_exec_client *kx = exec_mgr_client(m);
+	const char *cp = http_request_ws_protocol(req);
+	bool v4_client = cp && strcmp(cp, KUBE_EXEC_PROTOCOL_V4) == 0;
 	struct bridge *b = calloc(1, sizeof(*b));
 	char **argv = NULL;
 	if (b && t->exec.shell && !(b->shell = strdup(t->exec.shell))) {
@@ -495,10 +498,11 @@ void exec_stream_start(struct exec_mgr *m, struct http_request *req, const char 
 		.with_stdout = p->with_stdout,
 		.with_stderr = p->with_stderr,
 		.tty = p->tty,
-		/* v5 only when stdin may need its half-close: API servers that
-		 * translate v5 to SPDY can drop the end of the output of a slowly
-		 * read stream, v4 is passed through (docs/kube-client.md) */
-		.v4_only = !p->with_stdin,
+		/* v5 only when stdin may need its half-close (a v5 client with
+		 * stdin): API servers that translate v5 to SPDY for the node can
+		 * lose the end of the output (docs/kube-client.md), v4 is passed
+		 * through */
+		.v4_only = !p->with_stdin || v4_client,
 	};
 	b->ws = http_accept_websocket(req, &ws_ops, b);
 	if (!b->ws) {
