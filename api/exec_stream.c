@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_COMMAND_PARAMS 64          /* command= values (the query holds at most 64) */
@@ -142,6 +143,7 @@ struct bridge {
 	char resize[RESIZE_MAX];
 	size_t resize_len;
 	bool resize_over;
+	uint64_t bytes_out, pauses; /* for the end-of-stream log line */
 };
 
 /* Each end drops its reference once, after its on_close; the last one
@@ -220,10 +222,12 @@ static void forward(struct bridge *b, int channel, const char *data, size_t len)
 	memcpy(msg + 1, data, len);
 	int rc = http_ws_send(b->ws, msg, len + 1, true);
 	free(msg);
+	b->bytes_out += len;
 	if (rc == -EAGAIN) {
 		pthread_mutex_lock(&b->mu);
 		if (!b->out_paused) {
 			b->out_paused = true;
+			b->pauses++;
 			(void)kube_exec_pause_output(b->ks, true);
 		}
 		pthread_mutex_unlock(&b->mu);
@@ -292,6 +296,9 @@ static void k_stdin_ready(void *ud)
 static void k_close(void *ud, const struct kube_error *err)
 {
 	struct bridge *b = ud;
+	log_debug("exec stream to sandbox %s: the Pod stream ended (%s%s%s) after %llu bytes of output, %llu pauses",
+		  b->pod, kube_strerror(err->code), err->message[0] ? ": " : "", err->message,
+		  (unsigned long long)b->bytes_out, (unsigned long long)b->pauses);
 	pthread_mutex_lock(&b->mu);
 	bool send = !b->status_sent;
 	b->status_sent = true;

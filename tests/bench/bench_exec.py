@@ -79,7 +79,7 @@ class Stream:
 
     def drain(self):
         """Read to the close frame; returns (stdout bytes counted, status seen)."""
-        count, status, pos = 0, None, 0
+        count, status, pos, ch = 0, None, 0, None
         buf = self.buf
         while True:
             while True:
@@ -96,15 +96,21 @@ class Stream:
                     n, off = struct.unpack_from(">Q", buf, pos + 2)[0], 10
                 if len(buf) - pos < off + n:
                     break
-                op = buf[pos] & 0x0F
+                op, fin = buf[pos] & 0x0F, buf[pos] & 0x80
                 if op == 8:
                     return count, status
-                if op in (1, 2) and n:
+                if op in (1, 2) and n:  # a message's first frame: channel byte first
                     ch = buf[pos + off]
                     if ch == 1:
                         count += n - 1
                     elif ch == 3:
                         status = bytes(buf[pos + off + 1:pos + off + n])
+                elif op == 0 and ch == 1:  # continuation of a stdout message
+                    count += n
+                elif op == 0 and ch == 3:
+                    status += bytes(buf[pos + off:pos + off + n])
+                if op in (0, 1, 2) and fin:
+                    ch = None
                 pos += off + n
             if pos:
                 del buf[:pos]
