@@ -23,7 +23,12 @@ if [ ! -s "$dev/api-key" ]; then
 		> "$dev/api-key" 2> "$dev/keygen.txt"
 	{ echo "keys:"; grep '^  - {' "$dev/keygen.txt"; } > "$dev/keys.yaml"
 fi
-{ cat docs/sample-config.yaml; echo; echo "auth: {api_keys_file: $dev/keys.yaml}"; } > "$dev/config.yaml"
+# kwok's fake nodes run exec commands on THIS machine, as you, in the
+# template's workspace path: point every workspace at a directory of .dev/
+# (the real cluster mounts an emptyDir there instead)
+mkdir -p "$dev/workspace"
+{ sed -E "s#(path: )(/workspace|/home/sandbox)#\1$dev/workspace#" docs/sample-config.yaml
+  echo; echo "auth: {api_keys_file: $dev/keys.yaml}"; } > "$dev/config.yaml"
 echo "dev: API key in .dev/api-key; try:"
 echo "  curl -s -H \"Authorization: Bearer \$(cat .dev/api-key)\" localhost:8080/v1/templates"
 
