@@ -191,7 +191,9 @@ void exec_mgr_free(struct exec_mgr *m)
 	/* the runs end on the exec client's thread; kills need a moment */
 	int64_t until = now_ms() + FREE_WAIT_MS;
 	pthread_mutex_lock(&m->mu);
-	while (m->nruns > 0 && now_ms() < until) {
+	/* runs, and the slots of streams and file transfers, which end when
+	 * their sessions close on the exec client's thread */
+	while ((m->nruns > 0 || m->total > 0) && now_ms() < until) {
 		for (struct run *r = m->runs; r; r = r->next)
 			if (r->s && !r->cancelled && now_ms() >= r->deadline_ms) {
 				r->cancelled = true;
@@ -202,7 +204,7 @@ void exec_mgr_free(struct exec_mgr *m)
 		ts.tv_sec += 1;
 		pthread_cond_timedwait(&m->cv, &m->mu, &ts);
 	}
-	int left = m->nruns;
+	int left = m->nruns + m->total;
 	pthread_mutex_unlock(&m->mu);
 	if (left) {
 		/* the exec client is freed after us and answers them then; the
@@ -268,6 +270,7 @@ void exec_mgr_release(struct exec_mgr *m, const char *sandbox, const char *tenan
 	count_drop(&m->sandboxes, sandbox);
 	count_drop(&m->tenants, tenant);
 	m->total--;
+	pthread_cond_broadcast(&m->cv); /* exec_mgr_free may be waiting */
 	pthread_mutex_unlock(&m->mu);
 }
 

@@ -13,12 +13,20 @@
  * symlinks that leave the workspace. Errors: 400 invalid_path, 403
  * path_outside_workspace / symlink_not_followed, 404 not_found, 409
  * is_a_directory / not_a_directory / directory_not_empty, 413
- * file_too_large (exec.max_file_bytes, and the server's body limit for
- * PUT).
+ * file_too_large (exec.max_file_bytes: a Content-Length over it before
+ * any byte is read, a chunked body when it gets there).
  *
- * Bodies are held in the controller's memory while they pass (up to
- * limits.max_body_bytes for PUT and exec.max_file_bytes for GET): this
- * version does not stream (docs/api.md says so).
+ * Streaming: GET of a file and PUT (when the HTTP server streams its body:
+ * files_api_stream_body) move the bytes through with back-pressure, never
+ * holding a whole file: a few hundred KiB per transfer at most (see
+ * files_api.c). GET answers "200" with the file's Content-Length as soon as
+ * the script has checked the file, so a failure after that (the file
+ * shrank, the read failed, the sandbox went away) can only abort the
+ * response: the connection closes short of Content-Length. A directory
+ * listing is collected whole (bounded by SBX_FILES_MAX_LISTING_BYTES).
+ * Timeouts: a transfer that moves no byte for 120 s is cancelled (504
+ * before the reply, an aborted response after); the HTTP server closes a
+ * response or upload with no progress for its request_timeout_s.
  */
 #ifndef SBX_FILES_API_H
 #define SBX_FILES_API_H
@@ -32,6 +40,11 @@
  * resolved absolute path. */
 bool files_api_path(struct http_request *req, const struct sbx_template *t, char *out,
 		    size_t outlen);
+
+/* For http_server_opts.stream_body: PUT /v1/sandboxes/{id}/files has its
+ * body streamed (read by files_api_start, not buffered by the server, and
+ * limited by exec.max_file_bytes rather than limits.max_body_bytes). */
+bool files_api_stream_body(void *ud, const struct http_request *req);
 
 /*
  * Run the transfer, holding the slot the caller took with exec_mgr_admit

@@ -110,6 +110,10 @@
 #define HTTP_WS_KEY_MAX 64
 #define HTTP_WS_NAME_MAX 63          /* lws: subprotocol names into char[64] */
 #define HTTP_WS_BEARER "base64url.bearer.authorization.k8s.io."
+#define HTTP_STREAM_HIGH_WATER (128u << 10) /* default http_stream_write bound */
+#define HTTP_BODY_STASH_MAX (1u << 20) /* streamed body bytes held for a paused reader */
+#define HTTP_BODY_PIECE (64u << 10)  /* streamed body bytes per on_data */
+#define HTTP_LINGER_S 5              /* reading and dropping an unread body after the reply */
 
 /* TLS 1.2: forward secrecy and AEAD only; Mozilla's "intermediate" list
  * without its DHE suites, in its order */
@@ -176,6 +180,41 @@ struct query_param {
 	const char *value;
 };
 
+/* A streamed request body (stream_body): where it is. */
+enum body_mode {
+	BODY_BUFFERED, /* the usual: read into req->body before the handler */
+	BODY_WAIT,     /* streamed; the handler has not asked for it yet */
+	BODY_READING,  /* streamed; http_request_read_body was called */
+	BODY_DONE,     /* streamed; on_end has been called (or is owed) */
+};
+
+/* A piece of a streamed reply; buf holds LWS_PRE + len bytes. */
+struct stream_piece {
+	struct stream_piece *next;
+	size_t len, pos;
+	unsigned char buf[];
+};
+
+struct http_stream {
+	struct http_server *srv;
+	struct http_stream_ops ops;
+	void *ud;
+	/* srv->mu */
+	int refs;             /* the owner's (until end), the server's (until on_close) */
+	bool ended, end_ok;   /* http_stream_end */
+	bool closed;          /* on_close done or owed: no more writes */
+	bool no_body;         /* HEAD, 204, 304 */
+	bool want_drain;
+	bool waiting;         /* the service thread found the queue empty */
+	bool finishing;       /* on_close called or owed (srv->stream_notify) */
+	bool notify_completed;
+	uint64_t accept_left; /* bytes the writer may still queue */
+	uint64_t write_left;  /* bytes still to write to the client */
+	struct stream_piece *q_head, *q_tail;
+	size_t q_bytes;
+	struct http_stream *notify_next;
+};
+
 struct http_request {
 	struct http_server *srv;
 	struct conn *conn;         /* NULL once orphaned */
@@ -197,6 +236,28 @@ struct http_request {
 	const char *ws_protocol; /* the subprotocol it would get (srv's copy) */
 	void *ctx;  /* the handler's (http_request_set_context) */
 	struct buf body;
+	int64_t content_length; /* -1: chunked */
+
+	/* streamed body: mode, ops and the resume protocol under srv->mu */
+	enum body_mode bmode;
+	struct http_body_ops bops;
+	void *bud;
+	bool bpaused;          /* a short on_data paused it */
+	unsigned bresume_seq;  /* http_request_resume_body calls */
+	/* service thread */
+	bool bcomplete;        /* every body byte has arrived */
+	bool bend_owed;        /* on_end to call when no callback is running */
+	int bend_err;
+	bool bin_cb;           /* inside on_data */
+	bool bexpect;          /* "Expect: 100-continue": sent on read_body */
+	bool brx_paused;       /* lws rx flow control applied */
+	bool bdeadline_on;
+	bool bfailed;          /* timeout, bad framing, memory: no lingering */
+	uint64_t bleft;        /* Content-Length bytes still to come */
+	struct buf stash;      /* arrived, not yet taken */
+	size_t stash_off;
+
+	struct http_stream *stream; /* a streamed reply (the server's reference) */
 
 	/* the reply: out[out_pos, out_end) is still to be written */
 	unsigned char *out;
@@ -213,6 +274,7 @@ enum conn_state {
 	CONN_HANDLER, /* the request is with the handler */
 	CONN_WRITING, /* writing the reply */
 	CONN_WS,      /* upgraded: c->ws */
+	CONN_LINGER,  /* reply written, dropping an unread body until close */
 };
 
 enum chunk_state {
@@ -235,6 +297,7 @@ struct conn {
 	struct http_request *req;
 	enum conn_state state;
 	lws_sorted_usec_list_t deadline; /* request_timeout_s while reading a body */
+	lws_sorted_usec_list_t untimeout; /* a streamed body paused: clear lws's timeout */
 	bool send_continue;            /* "100 Continue" owed before the body */
 	bool check_peer;               /* reply came late: is the client still there? */
 	bool chunked;
@@ -301,9 +364,15 @@ struct http_server {
 	lws_retry_bo_t ws_retry;        /* ping interval */
 	struct http_ws *ws_pending;     /* mu: need the service thread */
 
+	/* streaming */
+	bool (*stream_body)(void *ud, const struct http_request *req);
+	size_t stream_high_water;
+	atomic_bool stream_kick;        /* a stream or streamed body needs the loop */
+	struct http_stream *stream_notify; /* mu: on_close owed */
+
 	atomic_uint_fast64_t st_connections, st_requests, st_replies,
 		st_dropped, st_rejected, st_tls_reloads, st_tls_reload_failures,
-		st_ws_accepted, st_ws_open;
+		st_ws_accepted, st_ws_open, st_streams, st_streams_aborted;
 };
 
 /* A message waiting to be sent; buf holds LWS_PRE + len bytes. */
@@ -583,14 +652,23 @@ static struct http_request *req_new(struct http_server *srv, size_t arena)
 	req->path = "/";
 	req->arena_cap = arena;
 	buf_init(&req->body, srv->max_body);
+	buf_init(&req->stash, (size_t)-1);
 	return req;
 }
+
+static void stream_finish(struct http_stream *s, bool completed, bool direct);
 
 static void req_free(struct http_request *req)
 {
 	if (!req)
 		return;
+	if (req->stream) {
+		/* any thread: on_close goes through the service thread */
+		stream_finish(req->stream, false, false);
+		req->stream = NULL;
+	}
 	buf_release(&req->body);
+	buf_release(&req->stash);
 	free(req->out);
 	free(req);
 }
@@ -791,8 +869,26 @@ static int build_json(struct http_request *req, int status, const cJSON *body,
 
 /* ---- handing replies to connections ---- */
 
+static void body_end(struct http_request *req, int err, bool direct);
+
 static void conn_start_write(struct conn *c)
 {
+	/* a streamed body still being read ends here (on_end owed: we may be
+	 * inside the caller's reply) */
+	if (c->req && c->req->bmode != BODY_BUFFERED) {
+		body_end(c->req, -ECANCELED, false);
+		/* lws 4.1.6 does not serve POLLOUT for a connection whose rx is
+		 * flow-controlled in the middle of a body: read on (what still
+		 * comes of the body is dropped) */
+		if (c->req->brx_paused) {
+			c->req->brx_paused = false;
+			lws_rx_flow_control(c->wsi, 1);
+		}
+		if (c->req->bdeadline_on) {
+			lws_sul_cancel(&c->deadline);
+			c->req->bdeadline_on = false;
+		}
+	}
 	c->state = CONN_WRITING;
 	lws_sul_cancel(&c->deadline);
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_HTTP_CONTENT, c->srv->request_timeout_s);
@@ -804,6 +900,16 @@ static void drop_reply(struct http_request *req)
 	stat_inc(&req->srv->st_dropped);
 	log_debug("request %s: client gone, reply dropped", req->id);
 	req_free(req);
+}
+
+/* A reply to a request whose client had gone before it: the audit hook still
+ * sees it (once), then it is dropped. */
+static void reply_orphan(struct http_request *req, int status)
+{
+	struct http_server *srv = req->srv;
+	if (srv->on_reply)
+		srv->on_reply(srv->ud, req, status < 200 || status > 599 ? 500 : status);
+	drop_reply(req);
 }
 
 /* Claim the one reply of req. false (logged) for a second reply. */
@@ -957,6 +1063,7 @@ static void conn_destroy(struct conn *c)
 {
 	struct http_server *srv = c->srv;
 	lws_sul_cancel(&c->deadline);
+	lws_sul_cancel(&c->untimeout);
 	if (c->ws)
 		ws_finish(c->ws); /* on_close; clears c->ws */
 	if (c->prev)
@@ -968,6 +1075,12 @@ static void conn_destroy(struct conn *c)
 	srv->nconns--;
 
 	struct http_request *req = c->req;
+	if (req && req->bmode != BODY_BUFFERED)
+		body_end(req, -ECONNRESET, true);
+	if (req && req->stream && req->stage == STAGE_CONN) {
+		stream_finish(req->stream, false, true);
+		req->stream = NULL;
+	}
 	if (req) {
 		pthread_mutex_lock(&srv->mu);
 		if (req->stage != STAGE_CONN) {
@@ -988,6 +1101,8 @@ static void conn_destroy(struct conn *c)
 	free(c);
 }
 
+static void body_fail(struct conn *c, int err);
+
 static void on_deadline(lws_sorted_usec_list_t *sul)
 {
 	struct conn *c = container_of(sul, struct conn, deadline);
@@ -995,6 +1110,12 @@ static void on_deadline(lws_sorted_usec_list_t *sul)
 		reject(c, 408, "request_timeout",
 		       "the request body did not arrive within %d s",
 		       c->srv->request_timeout_s);
+	else if (c->req && c->req->bmode != BODY_BUFFERED) {
+		c->req->bdeadline_on = false;
+		log_debug("request %s: no body byte within %d s", c->req->id,
+			  c->srv->request_timeout_s);
+		body_fail(c, -ETIMEDOUT);
+	}
 }
 
 /* ---- request head (LWS_CALLBACK_HTTP) ---- */
@@ -1157,7 +1278,8 @@ static void dispatch(struct conn *c)
 }
 
 /* How the body is framed. 0 to go on, or an HTTP status after reject(). */
-static int body_framing(struct conn *c, struct http_request *req, bool *has_body)
+static int body_framing(struct conn *c, struct http_request *req, bool *has_body,
+			bool streamed)
 {
 	struct lws *wsi = c->wsi;
 	char cl[32], te[64], expect[64];
@@ -1179,6 +1301,7 @@ static int body_framing(struct conn *c, struct http_request *req, bool *has_body
 		c->chunked = true;
 		memset(&c->ch, 0, sizeof(c->ch));
 		req->close = true; /* lws cannot find the next request after it */
+		req->content_length = -1;
 		*has_body = true;
 	} else if (ncl != 0) {
 		uint64_t v = 0;
@@ -1193,7 +1316,8 @@ static int body_framing(struct conn *c, struct http_request *req, bool *has_body
 			reject(c, 400, "bad_request", "invalid Content-Length");
 			return 400;
 		}
-		if (v > c->srv->max_body) {
+		req->content_length = (int64_t)v;
+		if (v > c->srv->max_body && !streamed) {
 			reject(c, 413, "body_too_large",
 			       "request body of %llu bytes is over the limit of %zu",
 			       (unsigned long long)v, c->srv->max_body);
@@ -1211,7 +1335,9 @@ static int body_framing(struct conn *c, struct http_request *req, bool *has_body
 			reject(c, 417, "expectation_failed", "unsupported Expect header");
 			return 417;
 		}
-		if (*has_body)
+		if (*has_body && streamed)
+			req->bexpect = true; /* sent when the handler reads the body */
+		else if (*has_body)
 			c->send_continue = true;
 	}
 	return 0;
@@ -1287,9 +1413,26 @@ static int on_http(struct conn *c, const char *uri, size_t urilen)
 	struct http_request *req = c->req;
 
 	bool has_body;
-	if (body_framing(c, req, &has_body))
+	/* only a request that has a body can have it streamed; the predicate
+	 * sees the head (Content-Length and Transfer-Encoding are not among
+	 * the captured headers, so it cannot tell yet) */
+	bool streamed = srv->stream_body &&
+			(lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 ||
+			 lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) &&
+			srv->stream_body(srv->ud, req);
+	if (body_framing(c, req, &has_body, streamed))
 		return 0;
 	if (!has_body) {
+		dispatch(c);
+		return 0;
+	}
+	if (streamed) {
+		/* the handler decides before any body byte is read */
+		req->bmode = BODY_WAIT;
+		req->close = true;
+		req->bleft = c->chunked ? 0 : (uint64_t)req->content_length;
+		lws_rx_flow_control(wsi, 0);
+		req->brx_paused = true;
 		dispatch(c);
 		return 0;
 	}
@@ -1359,7 +1502,7 @@ static int chunked_feed(struct chunked *ch, const unsigned char *p, size_t n,
 			ch->line = 0;
 			ch->digits = 0;
 			ch->st = ch->left ? CH_DATA : CH_TRAILER;
-			if (ch->left > body->max - body->len)
+			if (ch->left > body->max - body->len && body->max != (size_t)-1)
 				return -E2BIG;
 			break;
 		case CH_DATA: {
@@ -1411,10 +1554,17 @@ static int chunked_feed(struct chunked *ch, const unsigned char *p, size_t n,
 	return ch->st == CH_DONE;
 }
 
-static void on_body(struct conn *c, const void *in, size_t len)
+static int sbody_in(struct conn *c, const unsigned char *in, size_t len);
+static int sbody_done(struct conn *c);
+
+static int on_body(struct conn *c, const void *in, size_t len)
 {
+	if (c->state == CONN_LINGER)
+		return 0; /* dropped */
+	if (c->req && c->req->bmode != BODY_BUFFERED)
+		return sbody_in(c, in, len);
 	if (c->state != CONN_BODY)
-		return; /* already answered (413, 408, ...) or past the body */
+		return 0; /* already answered (413, 408, ...) or past the body */
 	struct http_request *req = c->req;
 	if (c->chunked) {
 		int rc = chunked_feed(&c->ch, in, len, &req->body);
@@ -1427,7 +1577,7 @@ static void on_body(struct conn *c, const void *in, size_t len)
 			reject(c, 400, "bad_request", "malformed chunked body");
 		else if (rc < 0)
 			reject(c, 500, "internal", "out of memory");
-		return;
+		return 0;
 	}
 	int rc = buf_append(&req->body, in, len);
 	if (rc == -E2BIG)
@@ -1435,13 +1585,583 @@ static void on_body(struct conn *c, const void *in, size_t len)
 		       "request body is over the limit of %zu bytes", c->srv->max_body);
 	else if (rc)
 		reject(c, 500, "internal", "out of memory");
+	return 0;
 }
 
-static void on_body_done(struct conn *c)
+static int on_body_done(struct conn *c)
 {
+	if (c->state == CONN_LINGER)
+		return -1; /* the unread body is over: close */
+	if (c->req && c->req->bmode != BODY_BUFFERED)
+		return sbody_done(c);
 	/* lws 4.1.6 may report completion twice */
 	if (c->state == CONN_BODY && !c->chunked)
 		dispatch(c);
+	return 0;
+}
+
+/* ---- streamed request bodies ----
+ *
+ * The service thread owns the reading: lws delivers bytes (LWS_CALLBACK_
+ * HTTP_BODY), which go to req->stash (chunked framing decoded) and from
+ * there to on_data while the reader takes them. lws rx flow control is off
+ * until the handler asks for the body, while a short on_data has paused it,
+ * and while the stash holds a piece; lws may still hand over what it had
+ * already read, which the stash keeps (bounded: HTTP_BODY_STASH_MAX).
+ * Other threads (read_body, resume_body) set fields under srv->mu and raise
+ * srv->stream_kick; the loop then looks at every connection (body_service).
+ * on_end is called with no callback of ours running: when it comes due
+ * inside on_data or inside a reply, it is owed (bend_owed) and paid by the
+ * service thread right after.
+ */
+
+static void stream_kick(struct http_server *srv)
+{
+	atomic_store(&srv->stream_kick, true);
+	pthread_mutex_lock(&srv->mu);
+	if (srv->lws_alive)
+		lws_cancel_service(srv->ctx);
+	pthread_mutex_unlock(&srv->mu);
+}
+
+/* The body ends with err: on_end now (direct, and no on_data running) or
+ * owed. Service thread. */
+static void body_end(struct http_request *req, int err, bool direct)
+{
+	struct http_server *srv = req->srv;
+	pthread_mutex_lock(&srv->mu);
+	enum body_mode was = req->bmode;
+	if (was == BODY_WAIT || was == BODY_READING)
+		req->bmode = BODY_DONE;
+	pthread_mutex_unlock(&srv->mu);
+	if (was == BODY_READING) {
+		req->bend_owed = true;
+		req->bend_err = err;
+	}
+	if (!req->bend_owed)
+		return;
+	if (!direct || req->bin_cb) {
+		if (!direct)
+			stream_kick(srv); /* the loop pays it soon */
+		return;
+	}
+	req->bend_owed = false;
+	buf_release(&req->stash);
+	req->bops.on_end(req->bud, req->bend_err);
+}
+
+static void body_deadline(struct conn *c, bool on)
+{
+	struct http_request *req = c->req;
+	if (on) {
+		/* lws 4.1.6 arms its own PENDING_TIMEOUT_HTTP_CONTENT of
+		 * timeout_secs (= request_timeout_s) as body bytes arrive, and
+		 * closes without a word when it fires: ours goes first */
+		lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+		lws_sul_schedule(lws_get_context(c->wsi), 0, &c->deadline, on_deadline,
+				 (lws_usec_t)c->srv->request_timeout_s * LWS_US_PER_SEC -
+					 100 * LWS_US_PER_MS);
+		req->bdeadline_on = true;
+	} else if (req->bdeadline_on) {
+		lws_sul_cancel(&c->deadline);
+		lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+		req->bdeadline_on = false;
+	}
+}
+
+/* After the body callback that paused reading has returned (lws arms its
+ * content timeout after it): a reader's pause has no time limit here. */
+static void on_untimeout(lws_sorted_usec_list_t *sul)
+{
+	struct conn *c = container_of(sul, struct conn, untimeout);
+	if (c->req && c->req->bmode != BODY_BUFFERED && c->req->brx_paused &&
+	    c->state == CONN_HANDLER)
+		lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+}
+
+/* Reading failed (timeout, framing, memory): stop reading, tell the reader. */
+static void body_fail(struct conn *c, int err)
+{
+	struct http_request *req = c->req;
+	body_deadline(c, false);
+	if (!req->brx_paused) {
+		lws_rx_flow_control(c->wsi, 0);
+		req->brx_paused = true;
+	}
+	req->bcomplete = false;
+	req->bfailed = true;
+	body_end(req, err, true);
+}
+
+/* Give stashed bytes to the reader, then set flow control and the
+ * deadline to match. Service thread. */
+static void body_pump(struct conn *c)
+{
+	struct http_server *srv = c->srv;
+	struct http_request *req = c->req;
+	if (req->bend_owed) {
+		body_end(req, req->bend_err, true);
+		return;
+	}
+	for (;;) {
+		pthread_mutex_lock(&srv->mu);
+		enum body_mode mode = req->bmode;
+		bool paused = req->bpaused;
+		unsigned seq = req->bresume_seq;
+		pthread_mutex_unlock(&srv->mu);
+		if (mode != BODY_READING || paused || !req->stash.len)
+			break;
+		size_t piece = req->stash.len < HTTP_BODY_PIECE ? req->stash.len : HTTP_BODY_PIECE;
+		size_t n = piece;
+		if (req->bops.on_data) {
+			req->bin_cb = true;
+			n = req->bops.on_data(req->bud, req->stash.data, piece);
+			req->bin_cb = false;
+			if (n > piece)
+				n = piece;
+		}
+		buf_consume(&req->stash, n);
+		if (req->bend_owed) {
+			body_end(req, req->bend_err, true);
+			return;
+		}
+		if (n < piece) {
+			pthread_mutex_lock(&srv->mu);
+			if (req->bresume_seq == seq)
+				req->bpaused = true;
+			pthread_mutex_unlock(&srv->mu);
+		}
+	}
+	pthread_mutex_lock(&srv->mu);
+	enum body_mode mode = req->bmode;
+	bool paused = req->bpaused;
+	pthread_mutex_unlock(&srv->mu);
+	if (mode == BODY_READING && req->bcomplete && !req->stash.len) {
+		body_deadline(c, false);
+		body_end(req, 0, true);
+		return;
+	}
+	bool want_rx = mode == BODY_READING && !paused && !req->bcomplete && !req->stash.len;
+	if (want_rx == req->brx_paused) {
+		req->brx_paused = !want_rx;
+		lws_rx_flow_control(c->wsi, want_rx ? 1 : 0);
+		if (!want_rx)
+			lws_sul_schedule(lws_get_context(c->wsi), 0, &c->untimeout, on_untimeout,
+					 LWS_US_PER_MS);
+	}
+	if (want_rx && !req->bdeadline_on)
+		body_deadline(c, true);
+	else if (!want_rx)
+		body_deadline(c, false);
+}
+
+/* Body bytes from lws for a streamed request. */
+static int sbody_in(struct conn *c, const unsigned char *in, size_t len)
+{
+	struct http_request *req = c->req;
+	if (req->bmode == BODY_DONE || req->bcomplete || !len)
+		return 0; /* after an error or the end: dropped */
+	if (c->chunked) {
+		int rc = chunked_feed(&c->ch, in, len, &req->stash);
+		if (rc == 1) {
+			req->bcomplete = true;
+		} else if (rc < 0) {
+			body_fail(c, rc == -EINVAL ? -EPROTO : -ENOMEM);
+			return 0;
+		}
+	} else {
+		size_t k = len < req->bleft ? len : (size_t)req->bleft;
+		if (buf_append(&req->stash, in, k) != 0) {
+			body_fail(c, -ENOMEM);
+			return 0;
+		}
+		req->bleft -= k;
+		if (!req->bleft)
+			req->bcomplete = true;
+	}
+	if (req->stash.len > HTTP_BODY_STASH_MAX) {
+		log_error("request %s: over %u body bytes arrived while reading was paused",
+			  req->id, HTTP_BODY_STASH_MAX);
+		body_fail(c, -ENOMEM);
+		return 0;
+	}
+	if (req->bdeadline_on)
+		body_deadline(c, true); /* progress: the timeout starts again */
+	body_pump(c);
+	return 0;
+}
+
+static int sbody_done(struct conn *c)
+{
+	struct http_request *req = c->req;
+	if (!c->chunked && !req->bleft && req->bmode != BODY_DONE) {
+		req->bcomplete = true;
+		body_pump(c);
+	}
+	return 0;
+}
+
+/* Service thread: act on what other threads asked of c's request. */
+static void body_service(struct conn *c)
+{
+	struct http_request *req = c->req;
+	if (req->bend_owed && !req->bin_cb) {
+		body_end(req, req->bend_err, true);
+		return;
+	}
+	pthread_mutex_lock(&c->srv->mu);
+	bool reading = req->bmode == BODY_READING;
+	pthread_mutex_unlock(&c->srv->mu);
+	if (!reading)
+		return;
+	if (req->bexpect) {
+		req->bexpect = false;
+		c->send_continue = true;
+		lws_callback_on_writable(c->wsi);
+	}
+	body_pump(c);
+}
+
+int64_t http_request_content_length(const struct http_request *req)
+{
+	return req->content_length;
+}
+
+int http_request_read_body(struct http_request *req, const struct http_body_ops *ops,
+			   void *ud)
+{
+	if (!req || !ops || !ops->on_end)
+		return -EINVAL;
+	struct http_server *srv = req->srv;
+	pthread_mutex_lock(&srv->mu);
+	int rc = 0;
+	if (req->bmode == BODY_DONE)
+		rc = -EPIPE; /* the client has gone */
+	else if (req->bmode != BODY_WAIT || req->stage != STAGE_HANDLER)
+		rc = -EINVAL;
+	if (!rc) {
+		req->bops = *ops;
+		req->bud = ud;
+		req->bmode = BODY_READING;
+	}
+	pthread_mutex_unlock(&srv->mu);
+	if (rc) {
+		if (rc == -EINVAL)
+			log_error("request %s: http_request_read_body on a request whose body is not"
+				  " streamed, or a second time", req->id);
+		return rc;
+	}
+	/* never from inside: the loop picks it up (the caller may hold a
+	 * lock that on_data takes) */
+	stream_kick(srv);
+	return 0;
+}
+
+bool http_request_body_streamed(const struct http_request *req)
+{
+	return req->bmode != BODY_BUFFERED;
+}
+
+void http_request_resume_body(struct http_request *req)
+{
+	struct http_server *srv = req->srv;
+	pthread_mutex_lock(&srv->mu);
+	req->bresume_seq++;
+	bool was = req->bpaused;
+	req->bpaused = false;
+	pthread_mutex_unlock(&srv->mu);
+	if (was)
+		stream_kick(srv);
+}
+
+/* ---- streamed replies ----
+ *
+ * The writer queues pieces under srv->mu (http_stream_write, any thread);
+ * the service thread writes them from WRITEABLE after the head. When it
+ * finds the queue empty it marks the stream waiting, and the next write (or
+ * the end) raises srv->stream_kick and wakes the loop, which asks for
+ * WRITEABLE again. on_close is called directly where the service thread
+ * finishes the stream (WRITEABLE, conn_destroy); anywhere else (a request
+ * dropped on another thread) it is owed on srv->stream_notify and paid by
+ * the loop, or by run/free at the end.
+ */
+
+static void stream_unref(struct http_stream *s)
+{
+	struct http_server *srv = s->srv;
+	pthread_mutex_lock(&srv->mu);
+	int left = --s->refs;
+	pthread_mutex_unlock(&srv->mu);
+	if (left)
+		return;
+	while (s->q_head) {
+		struct stream_piece *p = s->q_head;
+		s->q_head = p->next;
+		free(p);
+	}
+	free(s);
+}
+
+static void stream_finish(struct http_stream *s, bool completed, bool direct)
+{
+	struct http_server *srv = s->srv;
+	pthread_mutex_lock(&srv->mu);
+	if (s->finishing) {
+		pthread_mutex_unlock(&srv->mu);
+		return;
+	}
+	s->finishing = true;
+	s->closed = true;
+	struct stream_piece *q = s->q_head;
+	s->q_head = s->q_tail = NULL;
+	s->q_bytes = 0;
+	if (!direct) {
+		s->notify_completed = completed;
+		s->notify_next = srv->stream_notify;
+		srv->stream_notify = s;
+		atomic_store(&srv->stream_kick, true);
+		if (srv->lws_alive)
+			lws_cancel_service(srv->ctx);
+	}
+	pthread_mutex_unlock(&srv->mu);
+	while (q) {
+		struct stream_piece *p = q;
+		q = p->next;
+		free(p);
+	}
+	if (!completed)
+		stat_inc(&srv->st_streams_aborted);
+	if (!direct)
+		return;
+	s->ops.on_close(s->ud, completed);
+	stream_unref(s);
+}
+
+/* Pay the on_close calls owed. */
+static void stream_notify_drain(struct http_server *srv)
+{
+	pthread_mutex_lock(&srv->mu);
+	struct http_stream *list = srv->stream_notify;
+	srv->stream_notify = NULL;
+	pthread_mutex_unlock(&srv->mu);
+	while (list) {
+		struct http_stream *s = list;
+		list = s->notify_next;
+		s->ops.on_close(s->ud, s->notify_completed);
+		stream_unref(s);
+	}
+}
+
+/* WRITEABLE after the head: 1 the body is complete, 0 more later, -1 abort. */
+static int stream_write_some(struct conn *c)
+{
+	struct http_server *srv = c->srv;
+	struct http_stream *s = c->req->stream;
+	if (s->no_body)
+		return 1;
+	for (int i = 0; i < HTTP_WS_PIECES; i++) {
+		pthread_mutex_lock(&srv->mu);
+		struct stream_piece *p = s->q_head;
+		bool ended = s->ended, ok = s->end_ok;
+		uint64_t left = s->write_left;
+		if (!p && !ended)
+			s->waiting = true;
+		pthread_mutex_unlock(&srv->mu);
+		if (ended && !ok)
+			return -1;
+		if (!p) {
+			if (!ended)
+				return 0; /* the next write or the end wakes us */
+			if (left) {
+				log_warn("stream: response ended %llu bytes short of its Content-Length;"
+					 " closing the connection", (unsigned long long)left);
+				return -1;
+			}
+			return 1;
+		}
+		/* only this thread takes pieces off the head: p stays */
+		size_t n = p->len - p->pos;
+		if (lws_write(c->wsi, p->buf + LWS_PRE + p->pos, n, LWS_WRITE_HTTP) < (int)n)
+			return -1;
+		bool done, ready;
+		pthread_mutex_lock(&srv->mu);
+		p->pos += n;
+		s->q_bytes -= n;
+		s->write_left -= n;
+		done = p->pos == p->len;
+		if (done) {
+			s->q_head = p->next;
+			if (!s->q_head)
+				s->q_tail = NULL;
+		}
+		ready = s->want_drain && s->q_bytes < srv->stream_high_water / 4;
+		if (ready)
+			s->want_drain = false;
+		pthread_mutex_unlock(&srv->mu);
+		if (done)
+			free(p);
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_HTTP_CONTENT, srv->request_timeout_s);
+		if (ready && s->ops.on_drain)
+			s->ops.on_drain(s->ud);
+		if (lws_send_pipe_choked(c->wsi))
+			break;
+	}
+	lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+/* The loop, woken with srv->stream_kick raised: serve streamed bodies and
+ * replies, pay owed on_close calls. */
+static void stream_service(struct http_server *srv)
+{
+	if (!atomic_exchange(&srv->stream_kick, false))
+		return;
+	struct conn *next;
+	for (struct conn *c = srv->conns; c; c = next) {
+		next = c->next;
+		struct http_request *req = c->req;
+		if (!req)
+			continue;
+		if (req->bmode != BODY_BUFFERED)
+			body_service(c);
+		if (c->state == CONN_WRITING && c->req == req && req->stream)
+			lws_callback_on_writable(c->wsi);
+	}
+	stream_notify_drain(srv);
+}
+
+struct http_stream *http_reply_stream_begin(struct http_request *req, int status,
+					    const char *content_type,
+					    uint64_t content_length,
+					    const struct http_header *extra, size_t nextra,
+					    const struct http_stream_ops *ops, void *ud)
+{
+	if (!ops || !ops->on_close) {
+		log_error("request %s: http_reply_stream_begin needs ops with on_close", req->id);
+		http_reply_error(req, 500, "internal", NULL, 0, "streamed reply without on_close");
+		return NULL;
+	}
+	struct http_server *srv = req->srv;
+	bool orphan = false;
+	if (!reply_begin(req, &orphan))
+		return NULL;
+	status = status_checked(req, status);
+	if (orphan) {
+		reply_orphan(req, status);
+		return NULL;
+	}
+	struct http_stream *s = calloc(1, sizeof(*s));
+	const char *ct = content_type && strlen(content_type) < 64 &&
+				 !strpbrk(content_type, "\r\n")
+			 ? content_type
+			 : "application/octet-stream";
+	size_t hb = head_bound(req, extra, nextra) + strlen(ct);
+	free(req->out);
+	req->out = s ? malloc(LWS_PRE + hb + 1) : NULL;
+	if (!req->out) {
+		free(s);
+		reply_failed(req, -ENOMEM);
+		return NULL;
+	}
+	s->srv = srv;
+	s->ops = *ops;
+	s->ud = ud;
+	s->refs = 2;
+	s->no_body = req->head || !status_has_body(status);
+	s->accept_left = s->write_left = s->no_body ? 0 : content_length;
+	/* the head announces the whole length (HEAD too); no body bytes in out */
+	head_finish(req, status, ct, (size_t)content_length, extra, nextra, hb);
+	req->out_end = LWS_PRE + hb;
+	req->stream = s;
+	stat_inc(&srv->st_streams);
+	reply_submit(req);
+	return s;
+}
+
+int http_stream_write(struct http_stream *s, const void *data, size_t len)
+{
+	if (!s || (!data && len))
+		return -EINVAL;
+	struct http_server *srv = s->srv;
+	struct stream_piece *list = NULL, **tail = &list;
+	for (size_t off = 0; off < len;) {
+		size_t n = len - off < HTTP_WRITE_PIECE ? len - off : HTTP_WRITE_PIECE;
+		struct stream_piece *p = malloc(sizeof(*p) + LWS_PRE + n);
+		if (!p) {
+			while (list) {
+				p = list;
+				list = p->next;
+				free(p);
+			}
+			return -ENOMEM;
+		}
+		p->next = NULL;
+		p->len = n;
+		p->pos = 0;
+		memcpy(p->buf + LWS_PRE, (const char *)data + off, n);
+		*tail = p;
+		tail = &p->next;
+		off += n;
+	}
+	int rc = 0;
+	bool kick = false;
+	pthread_mutex_lock(&srv->mu);
+	if (s->closed || s->ended || s->no_body) {
+		rc = -EPIPE;
+	} else if (len > s->accept_left) {
+		rc = -EMSGSIZE;
+	} else if (s->q_bytes && s->q_bytes + len > 4 * srv->stream_high_water) {
+		s->want_drain = true;
+		rc = -ENOBUFS;
+	} else if (list) {
+		struct stream_piece *last = list;
+		while (last->next)
+			last = last->next;
+		if (s->q_tail)
+			s->q_tail->next = list;
+		else
+			s->q_head = list;
+		s->q_tail = last;
+		s->q_bytes += len;
+		s->accept_left -= len;
+		list = NULL;
+		if (s->q_bytes > srv->stream_high_water) {
+			s->want_drain = true;
+			rc = -EAGAIN;
+		}
+		kick = s->waiting;
+		s->waiting = false;
+	}
+	pthread_mutex_unlock(&srv->mu);
+	while (list) {
+		struct stream_piece *p = list;
+		list = p->next;
+		free(p);
+	}
+	if (kick)
+		stream_kick(srv);
+	return rc;
+}
+
+void http_stream_end(struct http_stream *s, bool ok)
+{
+	if (!s)
+		return;
+	struct http_server *srv = s->srv;
+	pthread_mutex_lock(&srv->mu);
+	if (s->ended) {
+		pthread_mutex_unlock(&srv->mu);
+		log_error("http_stream_end called twice; ignored");
+		return;
+	}
+	s->ended = true;
+	s->end_ok = ok && s->accept_left == 0;
+	bool kick = !s->closed && (s->waiting || !s->end_ok);
+	s->waiting = false;
+	pthread_mutex_unlock(&srv->mu);
+	if (kick)
+		stream_kick(srv);
+	stream_unref(s);
 }
 
 /* ---- writing ---- */
@@ -1474,7 +2194,8 @@ static int on_writeable(struct conn *c)
 		static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		unsigned char b[LWS_PRE + sizeof(cont)];
 		c->send_continue = false;
-		if (c->state == CONN_BODY) {
+		if (c->state == CONN_BODY || (c->state == CONN_HANDLER && c->req &&
+					       c->req->bmode == BODY_READING)) {
 			memcpy(b + LWS_PRE, cont, sizeof(cont) - 1);
 			if (lws_write(c->wsi, b + LWS_PRE, sizeof(cont) - 1, wp) <
 			    (int)sizeof(cont) - 1)
@@ -1504,9 +2225,22 @@ static int on_writeable(struct conn *c)
 		lws_callback_on_writable(c->wsi);
 		return 0;
 	}
+	if (req->stream) {
+		int r = stream_write_some(c);
+		if (r <= 0)
+			return r; /* more to come, or aborted (conn_destroy tells) */
+		stream_finish(req->stream, true, true);
+		req->stream = NULL;
+	}
+	if (req->bend_owed)
+		body_end(req, req->bend_err, true);
 
 	stat_inc(&srv->st_replies);
 	bool close = req->close || srv->stopping || c->raw;
+	/* a streamed body the reply did not wait for: let the client finish
+	 * sending (dropped) so that it reads the reply rather than a reset */
+	bool linger = req->bmode != BODY_BUFFERED && !req->bcomplete && !req->bfailed &&
+		      !c->raw && !srv->stopping;
 	if (log_enabled(LOG_DEBUG))
 		log_debug("request %s: %s %s -> %d in %lld ms", req->id, req->method,
 			  req->path, req->status, (long long)(now_ms() - req->start_ms));
@@ -1514,6 +2248,16 @@ static int on_writeable(struct conn *c)
 	req_free(req);
 	c->state = CONN_IDLE;
 	lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+	if (linger) {
+		int fd = lws_get_socket_fd(c->wsi);
+		if (fd >= 0 && !c->srv->tls)
+			shutdown(fd, SHUT_WR);
+		c->state = CONN_LINGER;
+		lws_sul_cancel(&c->deadline);
+		lws_rx_flow_control(c->wsi, 1);
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_HTTP_CONTENT, HTTP_LINGER_S);
+		return 0;
+	}
 	if (close)
 		return -1;
 	/* idle keep-alive from here: lws applies keepalive_timeout */
@@ -2469,15 +3213,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 
 	case LWS_CALLBACK_HTTP_BODY:
 		c = conn_of(wsi);
-		if (c)
-			on_body(c, in, len);
-		return 0;
+		return c ? on_body(c, in, len) : 0;
 
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 		c = conn_of(wsi);
-		if (c)
-			on_body_done(c);
-		return 0;
+		return c ? on_body_done(c) : 0;
 
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 	case LWS_CALLBACK_RAW_WRITEABLE:
@@ -2495,6 +3235,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason,
 		if (srv) {
 			drain_queue(srv, false);
 			ws_drain_pending(srv, false);
+			stream_service(srv);
 			tls_poll(srv, false);
 		}
 		return 0;
@@ -2671,6 +3412,9 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 	srv->max_body = opts->max_body ? opts->max_body : 1u << 20;
 	srv->request_timeout_s = opts->request_timeout_s > 0 ? opts->request_timeout_s : 30;
 	srv->idle_timeout_s = opts->idle_timeout_s > 0 ? opts->idle_timeout_s : 60;
+	srv->stream_body = opts->stream_body;
+	srv->stream_high_water = opts->stream_high_water ? opts->stream_high_water
+							   : HTTP_STREAM_HIGH_WATER;
 
 	if (ws_setup(srv, opts, err, errlen))
 		goto fail;
@@ -2835,6 +3579,7 @@ int http_server_run(struct http_server *srv, const volatile int *stop)
 	atomic_store_explicit(&srv->loop_running, false, memory_order_release);
 	drain_queue(srv, true); /* every request left is orphaned now */
 	ws_drain_pending(srv, true);
+	stream_notify_drain(srv);
 	return rc;
 }
 
@@ -2874,6 +3619,7 @@ void http_server_free(struct http_server *srv)
 	}
 	drain_queue(srv, true);
 	ws_drain_pending(srv, true);
+	stream_notify_drain(srv);
 	pthread_mutex_destroy(&srv->mu);
 	for (size_t i = 0; srv->ws_protos && srv->ws_protos[i]; i++)
 		free(srv->ws_protos[i]);
@@ -2901,6 +3647,9 @@ void http_server_get_stats(struct http_server *srv, struct http_server_stats *ou
 		atomic_load_explicit(&srv->st_tls_reload_failures, memory_order_relaxed);
 	out->ws_accepted = atomic_load_explicit(&srv->st_ws_accepted, memory_order_relaxed);
 	out->ws_open = atomic_load_explicit(&srv->st_ws_open, memory_order_relaxed);
+	out->streams = atomic_load_explicit(&srv->st_streams, memory_order_relaxed);
+	out->streams_aborted =
+		atomic_load_explicit(&srv->st_streams_aborted, memory_order_relaxed);
 }
 
 /* ---- request accessors ---- */
@@ -3001,7 +3750,7 @@ void http_reply_json(struct http_request *req, int status, cJSON *body,
 	}
 	if (orphan) {
 		cJSON_Delete(body);
-		drop_reply(req);
+		reply_orphan(req, status);
 		return;
 	}
 	int rc = build_json(req, status, body, extra, nextra);
@@ -3021,7 +3770,7 @@ void http_reply_bytes(struct http_request *req, int status, const char *content_
 	if (!reply_begin(req, &orphan))
 		return;
 	if (orphan) {
-		drop_reply(req);
+		reply_orphan(req, status);
 		return;
 	}
 	if (len > HTTP_MAX_RESPONSE) {
@@ -3058,7 +3807,7 @@ void http_reply_error(struct http_request *req, int status, const char *code,
 	if (!reply_begin(req, &orphan))
 		return;
 	if (orphan) {
-		drop_reply(req);
+		reply_orphan(req, status);
 		return;
 	}
 	char msg[512] = "";
@@ -3085,7 +3834,7 @@ void http_reply_empty(struct http_request *req, int status,
 	if (!reply_begin(req, &orphan))
 		return;
 	if (orphan) {
-		drop_reply(req);
+		reply_orphan(req, status);
 		return;
 	}
 	int rc = build_json(req, status, NULL, extra, nextra);

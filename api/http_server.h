@@ -3,8 +3,9 @@
  *
  * One service thread runs the libwebsockets loop (http_server_run). For each
  * request whose headers and body have arrived (body bounded by max_body:
- * larger -> 413 before the handler runs), the server calls the handler on
- * that thread. The handler must not block: it either replies at once (cache
+ * larger -> 413 before the handler runs; or, for requests opts.stream_body
+ * picks, as soon as the headers have: see "Streaming"), the server calls
+ * the handler on that thread. The handler must not block: it either replies at once (cache
  * reads) or keeps the request and replies later from any thread (writes that
  * go to the Kubernetes API server); a reply from another thread is queued and
  * the loop is woken with lws_cancel_service().
@@ -206,6 +207,14 @@ struct http_server_opts {
 	size_t ws_max_message;     /* largest client message; default 1 MiB */
 	size_t ws_send_high_water; /* http_ws_send queue; default 256 KiB */
 	int ws_ping_s;             /* ping interval; default 30 */
+	/* Streamed request bodies (see "Streaming" below). Optional: called on
+	 * the service thread once the head of a request with a body is
+	 * complete (method, path, query and headers readable); true: the
+	 * handler gets the request at once, before any body byte is read, and
+	 * reads the body itself (http_request_read_body). max_body does not
+	 * apply to such a request. ud is the handler's ud. */
+	bool (*stream_body)(void *ud, const struct http_request *req);
+	size_t stream_high_water;  /* http_stream_write queue; default 128 KiB */
 };
 
 /* Called on the service thread once per complete request. */
@@ -319,6 +328,109 @@ void http_reply_bytes(struct http_request *req, int status, const char *content_
 void http_reply_empty(struct http_request *req, int status,
 		      const struct http_header *extra, size_t nextra);
 
+/* ---- Streaming ----
+ *
+ * Streamed responses (http_reply_stream_begin): the reply is the status and
+ * headers, with a Content-Length given up front, then body bytes the caller
+ * writes as they come (http_stream_write, any thread, copied). The server
+ * holds at most about 4 x stream_high_water of them per response: a write
+ * that takes the queue over stream_high_water returns -EAGAIN (queued: wait
+ * for on_drain before the next). The body is written in pieces of at most
+ * 64 KiB; a response with no progress (neither the client reading nor the
+ * caller writing) for request_timeout_s is closed (on_close(false)).
+ * http_stream_end(s, true) once Content-Length bytes have been written
+ * completes the response (keep-alive goes on); http_stream_end(s, false),
+ * or true with fewer bytes, aborts it: the connection is closed without
+ * completing the body, so the client sees a short body. on_reply runs once,
+ * when the stream begins, with its status. HEAD, 204 and 304: the head only
+ * (HEAD with the Content-Length given); writes then return -EPIPE.
+ *
+ * Streamed request bodies (opts.stream_body said true): the handler is
+ * called as soon as the head is complete, with an empty http_request_body,
+ * and nothing of the body has been read (no "100 Continue" sent either), so
+ * whatever the handler checks happens before the client's bytes are
+ * consumed. It may then call http_request_read_body to receive the body as
+ * it arrives (Content-Length or chunked, decoded), or reply without reading
+ * it. Such a request always ends with "Connection: close". When the reply
+ * goes out while body bytes are still unread, the server stops writing
+ * after the reply (FIN) and reads and drops what the client still sends for
+ * up to 5 s before closing, so that a client writing its body first still
+ * gets to read the answer. Body timeout: request_timeout_s without a byte
+ * while the server wants bytes (not while the reader is paused). */
+
+/* The body length the client announced: Content-Length, 0 when there is no
+ * body, -1 for a chunked body (length unknown). */
+int64_t http_request_content_length(const struct http_request *req);
+/* Whether req's body is streamed (opts.stream_body said so and there is a
+ * body): read it with http_request_read_body; http_request_body is empty. */
+bool http_request_body_streamed(const struct http_request *req);
+
+struct http_body_ops {
+	/* Body bytes (service thread). Return how many were taken (copy
+	 * them); fewer than len pauses the body: the rest is kept by the
+	 * server and given again after http_request_resume_body. Optional
+	 * (NULL: every byte dropped). */
+	size_t (*on_data)(void *ud, const void *data, size_t len);
+	/* Exactly once, last (service thread): 0 the body is complete (every
+	 * byte was taken); -ETIMEDOUT no byte within request_timeout_s;
+	 * -EPROTO malformed chunked framing; -ECONNRESET the client closed the
+	 * connection; -ECANCELED the request was answered before its body
+	 * ended; -ENOMEM. After an error the request still needs its reply
+	 * (unless it was given), and the connection closes after it. */
+	void (*on_end)(void *ud, int err);
+};
+
+/* Start receiving the body of a request whose body is streamed (stream_body
+ * said true); ops is copied. Any thread, once, before the reply; the
+ * callbacks never run inside an http_* call (this one included), so the
+ * caller may hold its own lock. "100 Continue" is sent now when the client
+ * asked for it. Returns 0 (on_end will come), -EINVAL (not a streamed
+ * request, ops without on_end, or a second call), -EPIPE (the client has
+ * gone: no callback; the request still needs its reply). */
+int http_request_read_body(struct http_request *req, const struct http_body_ops *ops,
+			   void *ud);
+/* Resume a body paused by a short on_data; any thread, until on_end (not
+ * after: the request may be gone). Harmless when not paused (a resume that
+ * crosses a short on_data wins); calls nothing back from inside. */
+void http_request_resume_body(struct http_request *req);
+
+struct http_stream;
+
+struct http_stream_ops {
+	/* Once after http_stream_write returned -EAGAIN or -ENOBUFS, when the
+	 * queue has drained below a quarter of stream_high_water. */
+	void (*on_drain)(void *ud);
+	/* Exactly once, last, on the service thread (or the thread of
+	 * http_server_run/http_server_free once the loop has stopped), never
+	 * from inside an http_* call: completed true when the whole response
+	 * was written, false when it was aborted or the connection was lost
+	 * (client gone, timeout, server stopping). */
+	void (*on_close)(void *ud, bool completed);
+};
+
+/* Begin a streamed reply to req (it is req's one reply; req must not be
+ * used after this call). content_type as for http_reply_bytes. ops is
+ * copied; on_close is required. Returns the stream (the caller must call
+ * http_stream_end once), or NULL when there is nothing to stream to: the
+ * client had gone (on_reply has run, nothing else happens), out of memory
+ * (500 answered), or ops without on_close (500 answered). */
+struct http_stream *http_reply_stream_begin(struct http_request *req, int status,
+					    const char *content_type,
+					    uint64_t content_length,
+					    const struct http_header *extra, size_t nextra,
+					    const struct http_stream_ops *ops, void *ud);
+/* Queue body bytes (copied); any thread. 0: queued. -EAGAIN: queued, but the
+ * queue is above stream_high_water: wait for on_drain. -ENOBUFS: not queued:
+ * the queue is not empty and this would take it past 4 x stream_high_water.
+ * -EMSGSIZE: more than Content-Length in total, not queued. -EPIPE: no body
+ * is wanted (HEAD, 204, 304), the stream was ended, or the connection is
+ * gone. -ENOMEM. */
+int http_stream_write(struct http_stream *s, const void *data, size_t len);
+/* End the stream (once; any thread; the caller's reference goes): ok and
+ * every byte written: the response completes after the queued bytes;
+ * otherwise it is aborted (connection closed). */
+void http_stream_end(struct http_stream *s, bool ok);
+
 /* ---- WebSocket (see "WebSocket" above) ---- */
 
 struct http_ws;
@@ -386,6 +498,8 @@ struct http_server_stats {
 					 request) and refused */
 	uint64_t ws_accepted;      /* http_accept_websocket calls that succeeded */
 	uint64_t ws_open;          /* WebSockets open now (on_open done, on_close not) */
+	uint64_t streams;          /* streamed replies begun */
+	uint64_t streams_aborted;  /* of them, closed before their end */
 };
 /* Any thread; counters are read one by one, not as a snapshot. */
 void http_server_get_stats(struct http_server *srv, struct http_server_stats *out);

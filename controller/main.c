@@ -11,6 +11,7 @@
 #include "client_addr.h"
 #include "config.h"
 #include "exec_api.h"
+#include "files_api.h"
 #include "http_server.h"
 #include "kube_client.h"
 #include "kube_config.h"
@@ -358,6 +359,7 @@ int main(int argc, char **argv)
 		.tls_key_file = cfg->tls_key_file,
 		.on_reply = sandbox_api_on_reply,
 		.ws_protocols = exec_protocols,
+		.stream_body = files_api_stream_body, /* uploads stream into the sandbox */
 		.ws_max_message = 1u << 20,
 	};
 	server = http_server_new(&ho, sandbox_api_handle, api, err, sizeof(err));
