@@ -1745,6 +1745,134 @@ static void test_reload_race(void)
 	auth_free(r.a);
 }
 
+/* ---- the API key fast path ---- */
+
+/* Every byte value in every position class of a key and of a JWT: only
+ * RFC 6750 token characters get past the syntax check, whichever path
+ * (the API key format, or the token scan before a JWT) looks at them. */
+static bool rfc6750_token_char(int c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       strchr("-._~+/=", c) != NULL;
+}
+
+static void test_token_chars(void)
+{
+	const struct test_key *all[] = { &ka };
+	write_keys_file("chars.yaml", all, 1);
+	struct sbx_auth_config c = base_cfg();
+	c.api_keys_file = (char *)tpath("chars.yaml");
+	c.jwt_hs256_secret_file = (char *)tpath("hs.secret");
+	struct auth *a = new_auth(&c);
+	REQUIRE(a);
+	struct auth_principal p;
+	char h[512];
+	size_t idpos = strlen("Bearer sbx_"), secpos = strlen("Bearer sbx_") + strlen(ka.id) + 1;
+	char *jwt = hs_token(good_claims());
+	int bad = 0;
+	for (int v = 1; v < 256; v++) {
+		/* a character of the id */
+		snprintf(h, sizeof(h), "Bearer %s", ka.key);
+		h[idpos + 2] = (char)v;
+		enum auth_result r = auth_check(a, h, now, &p);
+		bool id_char = (v >= 'a' && v <= 'z') || (v >= '0' && v <= '9') || v == '-';
+		if (v == ka.id[2])
+			bad += r != AUTH_OK;
+		else if (id_char)
+			bad += r != AUTH_UNKNOWN_KEY;
+		else
+			bad += r != AUTH_MALFORMED || p.id[0] != '\0';
+		/* a character of the secret */
+		snprintf(h, sizeof(h), "Bearer %s", ka.key);
+		char was = h[secpos + 10];
+		h[secpos + 10] = (char)v;
+		r = auth_check(a, h, now, &p);
+		bool b32 = (v >= 'a' && v <= 'z') || (v >= '2' && v <= '7');
+		if (v == was)
+			bad += r != AUTH_OK;
+		else if (b32)
+			bad += r != AUTH_UNKNOWN_KEY || strcmp(p.id, ka.id) != 0;
+		else
+			bad += r != AUTH_MALFORMED || p.id[0] != '\0';
+		/* a character of a JWT's signature: a token character is bad
+		 * base64url or a bad signature; anything else never gets that far */
+		snprintf(h, sizeof(h), "Bearer %s", jwt);
+		size_t n = strlen(h);
+		was = h[n - 5];
+		h[n - 5] = (char)v;
+		r = auth_check(a, h, now, &p);
+		if (v == was)
+			bad += r != AUTH_OK;
+		else if (!rfc6750_token_char(v) || v == ' ')
+			bad += r != AUTH_MALFORMED;
+		else
+			bad += r == AUTH_OK;
+		if (bad)
+			fprintf(stderr, "  byte 0x%02x: %s\n", v, auth_result_name(r));
+		if (bad)
+			break;
+	}
+	CHECK_INT(bad, 0);
+	free(jwt);
+	auth_free(a);
+}
+
+/* The per-thread digest context: threads that check keys and exit (the
+ * context is freed with them: ASan would see a leak or a double free), and
+ * one thread checking against successive auth instances (the context is
+ * re-initialised with each one's SHA-256, never one that was freed). */
+struct kthread {
+	struct auth *a;
+	int ok, bad;
+};
+
+static void *key_checker(void *arg)
+{
+	struct kthread *t = arg;
+	char good[256], wrong[256];
+	snprintf(good, sizeof(good), "Bearer %s", ka.key);
+	snprintf(wrong, sizeof(wrong), "Bearer %s", ka.key);
+	wrong[strlen(wrong) - 1] = wrong[strlen(wrong) - 1] == 'a' ? 'b' : 'a';
+	for (int i = 0; i < 200; i++) {
+		struct auth_principal p;
+		if (auth_check(t->a, good, now, &p) == AUTH_OK && strcmp(p.id, ka.id) == 0)
+			t->ok++;
+		else
+			t->bad++;
+		if (auth_check(t->a, wrong, now, &p) != AUTH_UNKNOWN_KEY)
+			t->bad++;
+	}
+	return NULL;
+}
+
+static void test_key_digest_threads(void)
+{
+	const struct test_key *one[] = { &ka };
+	write_keys_file("threads.yaml", one, 1);
+	struct sbx_auth_config c = base_cfg();
+	c.api_keys_file = (char *)tpath("threads.yaml");
+	for (int round = 0; round < 3; round++) {
+		struct auth *a = new_auth(&c);
+		REQUIRE(a);
+		struct kthread t[4];
+		pthread_t th[4];
+		for (int i = 0; i < 4; i++) {
+			t[i] = (struct kthread){ .a = a };
+			REQUIRE(pthread_create(&th[i], NULL, key_checker, &t[i]) == 0);
+		}
+		struct kthread self = { .a = a };
+		key_checker(&self); /* this thread too, with a new auth each round */
+		for (int i = 0; i < 4; i++) {
+			pthread_join(th[i], NULL);
+			CHECK_INT(t[i].ok, 200);
+			CHECK_INT(t[i].bad, 0);
+		}
+		CHECK_INT(self.ok, 200);
+		CHECK_INT(self.bad, 0);
+		auth_free(a);
+	}
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sbx-test-auth-XXXXXX");
@@ -1789,6 +1917,8 @@ int main(void)
 	RUN(test_scoped_tokens);
 	RUN(test_keygen);
 	RUN(test_reload_race);
+	RUN(test_token_chars);
+	RUN(test_key_digest_threads);
 
 	EVP_PKEY_free(rsa);
 	EVP_PKEY_free(rsa_other);
