@@ -166,13 +166,16 @@ void exec_argv_free(char **argv)
 	free(argv);
 }
 
-static char **argv_build(const char *const *parts, size_t n)
+char **exec_argv_build(const char *const *parts, size_t n)
 {
+	for (size_t i = 0; i < n; i++)
+		if (!parts[i])
+			return NULL;
 	char **out = calloc(n + 1, sizeof(*out));
 	if (!out)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
-		if (!(out[i] = strdup(parts[i] ? parts[i] : ""))) {
+		if (!(out[i] = strdup(parts[i]))) {
 			exec_argv_free(out);
 			return NULL;
 		}
@@ -201,7 +204,7 @@ char **exec_wrap_argv(const char *shell, const char *token, const char *workdir,
 		parts[k++] = env[i];
 	for (size_t i = 0; i < argc; i++)
 		parts[k++] = argv[i];
-	char **out = argv_build(parts, k);
+	char **out = exec_argv_build(parts, k);
 	free(parts);
 	return out;
 }
@@ -209,5 +212,5 @@ char **exec_wrap_argv(const char *shell, const char *token, const char *workdir,
 char **exec_kill_argv(const char *shell, const char *token)
 {
 	const char *parts[] = { shell, "-c", exec_kill_script, "sbx-kill", token };
-	return argv_build(parts, 5);
+	return exec_argv_build(parts, 5);
 }

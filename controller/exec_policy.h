@@ -92,6 +92,10 @@ char **exec_kill_argv(const char *shell, const char *token);
 
 void exec_argv_free(char **argv);
 
+/* A NULL-terminated copy of the n strings of parts (none may be NULL:
+ * then, or out of memory, NULL); free with exec_argv_free. */
+char **exec_argv_build(const char *const *parts, size_t n);
+
 /* The scripts, exported for tests and docs. */
 extern const char exec_run_script[];
 extern const char exec_kill_script[];

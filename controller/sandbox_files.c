@@ -3,6 +3,8 @@
  */
 #include "sandbox_files.h"
 
+#include "exec_policy.h"
+
 #include "util.h"
 
 #include <errno.h>
@@ -227,28 +229,7 @@ const char sandbox_files_delete_script[] =
 
 void sandbox_files_argv_free(char **argv)
 {
-	if (!argv)
-		return;
-	for (char **a = argv; *a; a++)
-		free(*a);
-	free(argv);
-}
-
-static char **argv_build(const char *const *parts, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!parts[i])
-			return NULL;
-	char **out = calloc(n + 1, sizeof(*out));
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		if (!(out[i] = strdup(parts[i]))) {
-			sandbox_files_argv_free(out);
-			return NULL;
-		}
-	}
-	return out;
+	exec_argv_free(argv);
 }
 
 char **sandbox_files_read_argv(const char *shell, const char *workspace, const char *path,
@@ -263,7 +244,7 @@ char **sandbox_files_read_argv(const char *shell, const char *workspace, const c
 	snprintf(ent, sizeof(ent), "%zu", max_entries);
 	const char *parts[] = { shell, "-c", sandbox_files_read_script, "sbx-files",
 				workspace, path, lim, ent };
-	return argv_build(parts, ARRAY_SIZE(parts));
+	return exec_argv_build(parts, ARRAY_SIZE(parts));
 }
 
 char **sandbox_files_write_argv(const char *shell, const char *workspace, const char *path,
@@ -280,14 +261,14 @@ char **sandbox_files_write_argv(const char *shell, const char *workspace, const 
 		snprintf(exp, sizeof(exp), "%" PRId64, expected);
 	const char *parts[] = { shell, "-c", sandbox_files_write_script, "sbx-files",
 				workspace, path, lim, exp, make_parents ? "1" : "0" };
-	return argv_build(parts, ARRAY_SIZE(parts));
+	return exec_argv_build(parts, ARRAY_SIZE(parts));
 }
 
 char **sandbox_files_delete_argv(const char *shell, const char *workspace, const char *path)
 {
 	const char *parts[] = { shell, "-c", sandbox_files_delete_script, "sbx-files",
 				workspace, path };
-	return argv_build(parts, ARRAY_SIZE(parts));
+	return exec_argv_build(parts, ARRAY_SIZE(parts));
 }
 
 int sandbox_files_exit_http(int exit_code, const char **code)
