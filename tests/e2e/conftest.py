@@ -4,11 +4,13 @@ driven over HTTP exactly as a client would.
 
 Environment (set by CTest): SBX_CLUSTER_ENV (the cluster's env file) and
 SBX_BINARY (the daemon)."""
+import atexit
 import base64
 import hashlib
 import hmac
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -374,6 +376,8 @@ class Controller:
         # not under /tmp: the config refuses workspaces there
         self.exec_ws = tempfile.mkdtemp(prefix="sbx-e2e-ws-", dir="/var/tmp")
         os.chmod(self.exec_ws, 0o755)
+        # it outlives stop() (restarts reuse it); gone when the test run ends
+        atexit.register(shutil.rmtree, self.exec_ws, True)
         with open(self.config, "w") as f:
             f.write(CONFIG.format(namespace=env["KUBE_NAMESPACE"], port=self.port,
                                   keys_file=self.keys_file, audit_file=self.audit_path,
