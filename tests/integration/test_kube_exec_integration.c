@@ -434,6 +434,8 @@ static void test_large_stdout(void)
 {
 	static const char *const argv[] = { "head", "-c", "50000000", "/dev/zero", NULL };
 	struct kube_exec_req req = req_for(argv);
+	/* v4 as the controller uses without stdin (see test_pause_output) */
+	req.v4_only = true;
 	struct coll c;
 	coll_init(&c);
 	c.count_only = true;
@@ -534,6 +536,11 @@ static void test_pause_output(void)
 {
 	static const char *const argv[] = { "head", "-c", "20000000", "/dev/zero", NULL };
 	struct kube_exec_req req = req_for(argv);
+	/* v4, as the controller uses without stdin: with v5 kube-apiserver
+	 * translates the stream to SPDY for the node, which can drop the end of
+	 * a paused output (test_pause_resume_no_loss and docs/kube-client.md);
+	 * a clean-clone CI run saw 18,284,544 of 20,000,000 bytes that way */
+	req.v4_only = true;
 	struct coll c;
 	coll_init(&c);
 	c.count_only = true;
