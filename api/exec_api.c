@@ -995,12 +995,7 @@ void exec_mgr_run(struct exec_mgr *m, struct http_request *req, const char *ns,
 					      (const char *const *)r->r.env, r->r.nenv,
 					      (const char *const *)r->r.argv, r->r.argc);
 	} else {
-		argv = calloc(r->r.argc + 1, sizeof(char *));
-		for (size_t i = 0; argv && i < r->r.argc; i++)
-			if (!(argv[i] = strdup(r->r.argv[i]))) {
-				exec_argv_free(argv);
-				argv = NULL;
-			}
+		argv = exec_argv_build((const char *const *)r->r.argv, r->r.argc);
 	}
 	run_start(m, r, argv);
 }

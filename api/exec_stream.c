@@ -104,14 +104,8 @@ int exec_stream_parse(const struct http_request *req, const struct sbx_template 
 		*code = exec_policy_code(pr);
 		return pr == EXEC_POLICY_NOT_ALLOWED || pr == EXEC_POLICY_DENIED ? 403 : 422;
 	}
-	out->argv = calloc(n + 1, sizeof(char *));
-	for (size_t i = 0; out->argv && i < n; i++) {
-		if (!(out->argv[i] = strdup(cmd[i]))) {
-			exec_stream_params_release(out);
-			break;
-		}
-		out->argc++;
-	}
+	out->argv = exec_argv_build(cmd, n);
+	out->argc = out->argv ? n : 0;
 	if (!out->argv) {
 		*code = "internal";
 		snprintf(why, whylen, "out of memory");
@@ -466,12 +460,7 @@ void exec_stream_start(struct exec_mgr *m, struct http_request *req, const char 
 					      (const char *const *)p->argv, p->argc);
 	} else if (b) {
 		/* no shell: the client's argv as it is (no kill on disconnect) */
-		argv = calloc(p->argc + 1, sizeof(char *));
-		for (size_t i = 0; argv && i < p->argc; i++)
-			if (!(argv[i] = strdup(p->argv[i]))) {
-				exec_argv_free(argv);
-				argv = NULL;
-			}
+		argv = exec_argv_build((const char *const *)p->argv, p->argc);
 	}
 	if (!b || !argv || !kx) {
 		if (b) {

@@ -1147,17 +1147,6 @@ static const struct sbx_template *exec_target(struct sandbox_api *api, struct ht
 	return t;
 }
 
-static char **argv_copy(char *const *argv, size_t argc)
-{
-	char **out = calloc(argc + 1, sizeof(*out));
-	for (size_t i = 0; out && i < argc; i++)
-		if (!(out[i] = strdup(argv[i]))) {
-			exec_argv_free(out);
-			return NULL;
-		}
-	return out;
-}
-
 static void handle_exec_run(struct sandbox_api *api, struct http_request *req, const char *id)
 {
 	struct sandbox sb;
@@ -1184,7 +1173,7 @@ static void handle_exec_run(struct sandbox_api *api, struct http_request *req, c
 		return;
 	}
 	struct call *c = http_request_context(req);
-	if (c && (c->argv = argv_copy(er.argv, er.argc)) != NULL)
+	if (c && (c->argv = exec_argv_build((const char *const *)er.argv, er.argc)) != NULL)
 		c->argc = er.argc;
 	/* the refusal's reply runs the audit hook, which frees c: set the
 	 * reason first */
@@ -1223,7 +1212,7 @@ static void handle_exec_stream(struct sandbox_api *api, struct http_request *req
 		return;
 	}
 	struct call *c = http_request_context(req);
-	if (c && (c->argv = argv_copy(p.argv, p.argc)) != NULL)
+	if (c && (c->argv = exec_argv_build((const char *const *)p.argv, p.argc)) != NULL)
 		c->argc = p.argc;
 	/* the refusal's reply runs the audit hook, which frees c: set the
 	 * reason first */
@@ -1253,8 +1242,8 @@ static void handle_files(struct sandbox_api *api, struct http_request *req, cons
 	}
 	/* the audit record names the file as argv: [method, path] */
 	struct call *c = http_request_context(req);
-	char *const fa[] = { (char *)http_request_method(req), path };
-	if (c && (c->argv = argv_copy(fa, 2)) != NULL)
+	const char *const fa[] = { http_request_method(req), path };
+	if (c && (c->argv = exec_argv_build(fa, 2)) != NULL)
 		c->argc = 2;
 	/* the refusal's reply runs the audit hook, which frees c: set the
 	 * reason first */
