@@ -135,10 +135,14 @@ static int setup_pod(void)
 	struct kube_exec_req req = req_for((char **)pwd);
 	char want[1100];
 	snprintf(want, sizeof(want), "%s\n", workdir);
-	for (int i = 0; i < 100; i++) {
+	/* kwok learns of the Exec through its informer: seconds on a busy
+	 * machine (a clean-clone CI run gave up after 10 s), so allow a minute */
+	char last[128] = "";
+	for (int i = 0; i < 600; i++) {
 		struct kube_exec_result res;
 		enum kube_err x = kube_exec_run(ec, &req, NULL, 0, 4096, 10000, &res);
 		bool ok = x == KUBE_OK && res.exit_code == 0 && strcmp(res.stdout_data, want) == 0;
+		snprintf(last, sizeof(last), "%s", x == KUBE_OK ? res.stdout_data : kube_strerror(x));
 		kube_exec_result_release(&res);
 		if (ok) {
 			printf("pod %s/%s Ready, exec in %s after %lld ms\n", ns, pod, workdir,
@@ -147,7 +151,7 @@ static int setup_pod(void)
 		}
 		usleep(100000);
 	}
-	fprintf(stderr, "kwok never ran exec in %s\n", workdir);
+	fprintf(stderr, "kwok never ran exec in %s (last: \"%.100s\")\n", workdir, last);
 	return -1;
 }
 
