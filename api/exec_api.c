@@ -347,10 +347,8 @@ static int get_count(const cJSON *o, const char *key, int64_t min, int64_t max, 
 	*present = v != NULL;
 	if (!v)
 		return 0;
-	if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble ||
-	    v->valuedouble < (double)min || v->valuedouble > (double)max)
+	if (!cJSON_IsNumber(v) || !double_as_i64(v->valuedouble, min, max, out))
 		return -1;
-	*out = (int64_t)v->valuedouble;
 	return 0;
 }
 

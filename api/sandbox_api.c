@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -339,6 +340,18 @@ static int object_to_kvs(const cJSON *obj, struct sbx_kv **out, size_t *n,
 }
 
 /* Parse and validate; on failure replies and returns false. */
+/* A JSON number without a fractional part, as an int64_t; integers beyond its
+ * range saturate (so that 1e30 seconds is "too large", not "not an integer"),
+ * and nothing out of range is ever converted (undefined behaviour in C). */
+static bool json_integer(const cJSON *v, int64_t *out)
+{
+	if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != trunc(v->valuedouble))
+		return false;
+	if (!double_as_i64(v->valuedouble, INT64_MIN, INT64_MAX, out))
+		*out = v->valuedouble > 0 ? INT64_MAX : INT64_MIN;
+	return true;
+}
+
 static bool parse_create(struct sandbox_api *api, struct http_request *req,
 			 struct create_input *in)
 {
@@ -386,8 +399,9 @@ static bool parse_create(struct sandbox_api *api, struct http_request *req,
 				 "\"template\" must be a string naming a template");
 		goto out;
 	}
+	int64_t timeout_s = 0;
 	if (timeout && (!cJSON_IsNumber(timeout) ||
-			timeout->valuedouble != (double)(int64_t)timeout->valuedouble)) {
+			!json_integer(timeout, &timeout_s))) {
 		http_reply_error(req, 400, "invalid_type", NULL, 0,
 				 "\"timeout_seconds\" must be an integer");
 		goto out;
@@ -423,7 +437,7 @@ static bool parse_create(struct sandbox_api *api, struct http_request *req,
 				 tmpl->valuestring);
 		goto out;
 	}
-	in->timeout_s = timeout ? (int64_t)timeout->valuedouble : in->t->default_lifetime_s;
+	in->timeout_s = timeout ? timeout_s : in->t->default_lifetime_s;
 	if (in->timeout_s <= 0) {
 		http_reply_error(req, 422, "invalid_timeout", NULL, 0,
 				 "\"timeout_seconds\" must be positive");
@@ -956,13 +970,13 @@ static void handle_timeout(struct sandbox_api *api, struct http_request *req, co
 		cJSON_Delete(j);
 		return;
 	}
-	if (!cJSON_IsNumber(ts) || ts->valuedouble != (double)(int64_t)ts->valuedouble) {
+	int64_t secs = 0;
+	if (!cJSON_IsNumber(ts) || !json_integer(ts, &secs)) {
 		http_reply_error(req, ts ? 400 : 400, ts ? "invalid_type" : "missing_field", NULL, 0,
 				 "\"timeout_seconds\" must be an integer");
 		cJSON_Delete(j);
 		return;
 	}
-	int64_t secs = (int64_t)ts->valuedouble;
 	cJSON_Delete(j);
 	struct sandbox sb;
 	if (!lookup(api, req, id, &sb))
@@ -1034,7 +1048,8 @@ static void handle_tokens(struct sandbox_api *api, struct http_request *req, con
 		cJSON_Delete(j);
 		return;
 	}
-	if (!cJSON_IsNumber(ttl) || ttl->valuedouble != (double)(int)ttl->valuedouble ||
+	int64_t ttl_s = 0;
+	if (!cJSON_IsNumber(ttl) || !json_integer(ttl, &ttl_s) ||
 	    !cJSON_IsArray(scopes)) {
 		http_reply_error(req, 400, ttl && scopes ? "invalid_type" : "missing_field", NULL, 0,
 				 "\"ttl_seconds\" (integer) and \"scopes\" (array) are required");
@@ -1054,7 +1069,6 @@ static void handle_tokens(struct sandbox_api *api, struct http_request *req, con
 		}
 		want |= bit;
 	}
-	int ttl_s = (int)ttl->valuedouble;
 	cJSON_Delete(j);
 	if (!want || ttl_s < 1 || ttl_s > AUTH_SCOPED_MAX_TTL_S) {
 		http_reply_error(req, 422, "invalid_token_request", NULL, 0,

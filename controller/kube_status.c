@@ -2,6 +2,7 @@
  * kube_status: decoding of API server errors into struct kube_error.
  */
 #include "kube_status.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -189,7 +190,10 @@ enum kube_err kube_status_from_json(const cJSON *status, struct kube_error *err)
 		return kube_error_set(err, KUBE_ERR_PROTOCOL, "error event without a Status");
 	}
 	const cJSON *code = cJSON_GetObjectItemCaseSensitive(status, "code");
-	err->http_status = cJSON_IsNumber(code) ? (long)code->valuedouble : 500;
+	int64_t http = 500;
+	if (cJSON_IsNumber(code) && !double_as_i64(code->valuedouble, 0, 999, &http))
+		http = 500; /* not an HTTP status: treat as a server error */
+	err->http_status = (long)http;
 	decode_status_fields(status, err);
 	err->code = kube_err_from_http(err->http_status, err->reason[0] ? err->reason : NULL);
 	if (err->code == KUBE_OK)

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -176,6 +177,19 @@ int64_t backoff_ms(unsigned attempt, int64_t base, int64_t cap)
 	if (d > cap)
 		d = cap;
 	return d / 2 + (int64_t)(random_unit() * (double)(d - d / 2));
+}
+
+bool double_as_i64(double v, int64_t min, int64_t max, int64_t *out)
+{
+	/* Both bounds are compared as doubles; 2^63 is exact, so anything that
+	 * passes `v < 0x1p63 && v >= -0x1p63` converts without overflow. */
+	if (!isfinite(v) || v >= 0x1p63 || v < -0x1p63 || v != trunc(v))
+		return false;
+	int64_t i = (int64_t)v;
+	if (i < min || i > max)
+		return false;
+	*out = i;
+	return true;
 }
 
 size_t utf8_seq_len(const unsigned char *s)

@@ -56,6 +56,12 @@ int read_file_bounded(const char *path, size_t max, char **out, size_t *len)
  * U+10FFFF, truncated: it stops at a NUL). */
 size_t utf8_seq_len(const unsigned char *s);
 
+/* The integer value of the JSON-decoded number v when it is finite, has no
+ * fractional part and lies in [min, max]: true and *out set; false otherwise
+ * (never a float-to-integer conversion out of range, which C leaves
+ * undefined). */
+bool double_as_i64(double v, int64_t min, int64_t max, int64_t *out);
+
 /* strdup that returns NULL for NULL. */
 char *xstrdup_or_null(const char *s);
 

@@ -25,6 +25,7 @@ first one's, so that two builds are compared in the same run.
 
 Usage: bench_auth_get.py --binary build/sandbox-controller [--seconds 10]
        [--rounds 5] [--cases none,key,ua,pad,hs256,rs256] [--baseline OTHER]
+       [--perf DIR]
 """
 import argparse
 import os
@@ -57,14 +58,21 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url, seconds, header=None, pid=None):
+def wrk(url, seconds, header=None, pid=None, perf_out=None):
     """(req/s, p50, p99, non-2xx, controller CPU microseconds per request)"""
     cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
     if header:
         cmd += ["-H", header]
+    rec = None
+    if perf_out:  # profile the controller for the middle of the run
+        rec = subprocess.Popen(["perf", "record", "-q", "-g", "-p", str(pid), "-o", perf_out,
+                                "--", "sleep", str(max(1, seconds - 2))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu0 = cpu_s(pid)
     out = subprocess.run(cmd + [url], capture_output=True, text=True).stdout
     cpu = cpu_s(pid) - cpu0
+    if rec:
+        rec.wait()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     n = int(re.search(r"(\d+) requests in", out).group(1))
     p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)
@@ -94,6 +102,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cases", default="none,key,ua,pad,hs256,rs256")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record a perf profile of the controller per case into DIR "
+                         "(the last round's; read with perf report -i DIR/BUILD-CASE.data)")
     args = ap.parse_args()
     cases = args.cases.split(",")
     if "none" not in cases or any(c not in CASES for c in cases):
@@ -137,7 +148,10 @@ def main():
             for b, _, ctl in ctls:
                 url = f"http://127.0.0.1:{ctl.port}/v1/sandboxes/{sb['id']}"
                 for c in cases:
-                    results[(b, c)].append(wrk(url, args.seconds, hdrs[b][c], ctl.proc.pid))
+                    perf_out = (os.path.join(args.perf, f"{b}-{c}.data")
+                                if args.perf and r == args.rounds - 1 else None)
+                    results[(b, c)].append(wrk(url, args.seconds, hdrs[b][c], ctl.proc.pid,
+                                               perf_out))
             print(f"round {r + 1}: " + "  ".join(
                 f"{b}/{c} {results[(b, c)][-1][0]:.0f}" for b, _, _ in ctls for c in cases),
                 flush=True)

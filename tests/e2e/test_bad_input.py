@@ -25,6 +25,11 @@ CASES = [
     ("unknown template", dict(body={"template": "nope"}), 422, "unknown_template"),
     ("timeout above max", dict(body={"template": "python", "timeout_seconds": 3601}), 422, "timeout_too_large"),
     ("timeout zero", dict(body={"template": "python", "timeout_seconds": 0}), 422, "invalid_timeout"),
+    # beyond int64: never converted (undefined behaviour in C), saturated instead
+    ("timeout 1e30", dict(raw=b'{"template":"python","timeout_seconds":1e30}'), 422, "timeout_too_large"),
+    ("timeout -1e30", dict(raw=b'{"template":"python","timeout_seconds":-1e30}'), 422, "invalid_timeout"),
+    ("timeout 2^63", dict(raw=b'{"template":"python","timeout_seconds":9223372036854775808}'), 422, "timeout_too_large"),
+    ("timeout infinite", dict(raw=b'{"template":"python","timeout_seconds":1e999}'), 400, "invalid_type"),
     ("invalid label key", dict(body={"template": "python", "labels": {"bad key": "x"}}), 422, "invalid_label"),
     ("invalid label value", dict(body={"template": "python", "labels": {"k": "-x"}}), 422, "invalid_label"),
     ("label value too long", dict(body={"template": "python", "labels": {"k": "x" * 64}}), 422, "invalid_label"),
@@ -105,7 +110,10 @@ def test_timeout_bad_bodies(api):
     for raw, st, code in ((b"nope", 400, "invalid_json"), (b'{"timeout_seconds":"5"}', 400, "invalid_type"),
                           (b'{"seconds":5}', 400, "unknown_field"), (b"{}", 400, "missing_field"),
                           (b'{"timeout_seconds":-1}', 422, "invalid_timeout"),
-                          (b'{"timeout_seconds":999999}', 422, "timeout_too_large")):
+                          (b'{"timeout_seconds":999999}', 422, "timeout_too_large"),
+                          (b'{"timeout_seconds":1e300}', 422, "timeout_too_large"),
+                          (b'{"timeout_seconds":-1e300}', 422, "invalid_timeout"),
+                          (b'{"timeout_seconds":-1e999}', 400, "invalid_type")):
         status, body, _ = api.call("POST", path, raw=raw)
         assert status == st, raw
         assert body["error"]["code"] == code, raw

@@ -141,6 +141,9 @@ def test_scoped_token(controller, mine):
     for body, code in (({"ttl_seconds": 60, "scopes": ["admin"]}, "invalid_scope"),
                        ({"ttl_seconds": 0, "scopes": ["exec"]}, "invalid_token_request"),
                        ({"ttl_seconds": 60, "scopes": []}, "invalid_token_request"),
+                       ({"ttl_seconds": 1e300, "scopes": ["exec"]}, "invalid_token_request"),
+                       ({"ttl_seconds": -1e300, "scopes": ["exec"]}, "invalid_token_request"),
+                       ({"ttl_seconds": 2.5, "scopes": ["exec"]}, "invalid_type"),
                        ({"ttl_seconds": 60}, "missing_field")):
         status, err, _ = a.call("POST", f"/v1/sandboxes/{acme_sb}/tokens", body)
         assert err["error"]["code"] == code, body

@@ -9,6 +9,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 
 static char *load(const char *name, size_t *len)
 {
@@ -152,11 +154,53 @@ static void test_mapping(void)
 	CHECK_STR(kube_strerror(KUBE_ERR_NOT_FOUND), "not_found");
 }
 
+/* Numbers a hostile body can hold: far beyond any integer type, fractions,
+ * infinity (cJSON reads 1e999 as inf). A CI fuzz run found the status code
+ * 406666666666666666666666666666666663 converted to long without a check. */
+static void test_out_of_range_numbers(void)
+{
+	static const char *const codes[] = { "406666666666666666666666666666666663", "-1e300",
+					     "1e999", "404.5", "-404" };
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+		char body[160];
+		snprintf(body, sizeof(body), "{\"kind\":\"Status\",\"code\":%s,"
+			 "\"details\":{\"retryAfterSeconds\":%s}}", codes[i], codes[i]);
+		cJSON *st = cJSON_Parse(body);
+		CHECK(st != NULL);
+		struct kube_error e;
+		kube_status_from_json(st, &e);
+		CHECK_INT(e.http_status, 500);
+		CHECK(e.code != KUBE_OK);
+		CHECK(e.retry_after_s <= 3600);
+		cJSON_Delete(st);
+		kube_status_decode(400, body, strlen(body), NULL, &e);
+		CHECK(e.retry_after_s <= 3600);
+	}
+
+	int64_t v = -7;
+	CHECK(double_as_i64(0.0, 0, 10, &v) && v == 0);
+	CHECK(double_as_i64(-3.0, -5, 10, &v) && v == -3);
+	CHECK(double_as_i64(9007199254740992.0, 0, INT64_MAX, &v) && v == 9007199254740992LL);
+	CHECK(double_as_i64(-0x1p63, INT64_MIN, 0, &v) && v == INT64_MIN);
+	v = 42;
+	CHECK(!double_as_i64(0x1p63, INT64_MIN, INT64_MAX, &v));
+	CHECK(!double_as_i64(1e30, INT64_MIN, INT64_MAX, &v));
+	CHECK(!double_as_i64(-1e30, INT64_MIN, INT64_MAX, &v));
+	CHECK(!double_as_i64(1.5, 0, 10, &v));
+	CHECK(!double_as_i64(HUGE_VAL, INT64_MIN, INT64_MAX, &v));
+	CHECK(!double_as_i64(-HUGE_VAL, INT64_MIN, INT64_MAX, &v));
+	CHECK(!double_as_i64(NAN, INT64_MIN, INT64_MAX, &v));
+	CHECK(!double_as_i64(11.0, 0, 10, &v));
+	CHECK(!double_as_i64(-1.0, 0, 10, &v));
+	CHECK_INT(v, 42); /* untouched when refused */
+}
+
 int main(void)
 {
 	RUN(test_recorded);
 	RUN(test_watch_error_event);
 	RUN(test_retry_after);
 	RUN(test_mapping);
+	RUN(test_out_of_range_numbers);
 	return test_summary();
 }
