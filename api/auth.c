@@ -130,6 +130,7 @@ const char *auth_kind_name(enum auth_kind k)
 	case AUTH_KIND_JWT: return "jwt";
 	case AUTH_KIND_SANDBOX: return "sandbox";
 	case AUTH_KIND_ANONYMOUS: return "anonymous";
+	case AUTH_KIND_CERT: return "cert";
 	case AUTH_KIND_NONE: break;
 	}
 	return "none";
@@ -152,6 +153,7 @@ const char *auth_result_name(enum auth_result r)
 	case AUTH_UNKNOWN_KID: return "unknown_kid";
 	case AUTH_NO_TENANT: return "no_tenant";
 	case AUTH_BAD_CLAIMS: return "bad_claims";
+	case AUTH_UNKNOWN_CERT: return "unknown_client_cert";
 	}
 	return "unknown";
 }
@@ -424,6 +426,12 @@ struct jwt_key {
 	EVP_MAC_CTX *mac;      /* JK_HMAC: keyed; duplicated for each use */
 };
 
+struct cert_principal {
+	char cn[CONFIG_CLIENT_CN_MAX + 1];
+	char tenant[64];
+	unsigned scopes;
+};
+
 struct keyset {
 	struct api_key *keys; /* sorted by id */
 	size_t nkeys;
@@ -462,6 +470,8 @@ struct auth {
 	unsigned char scoped_random[32]; /* when no scoped_file */
 	EVP_MD *sha256;
 	EVP_MAC *hmac;
+	struct cert_principal *certs; /* auth.client_certs, sorted by cn */
+	size_t ncerts;
 };
 
 static void keyset_free(struct keyset *ks)
@@ -1171,8 +1181,8 @@ static void log_loaded(const struct auth *a, const struct keyset *ks, const char
 	size_t n[3] = { 0, 0, 0 };
 	for (size_t i = 0; i < ks->njwt; i++)
 		n[ks->jwt[i].type]++;
-	log_info("authentication %s: %zu API keys, JWT keys: %zu HS256, %zu RS256, %zu ES256; scoped tokens signed with %s",
-		 verb, ks->nkeys, n[JK_HMAC], n[JK_RSA], n[JK_EC],
+	log_info("authentication %s: %zu API keys, JWT keys: %zu HS256, %zu RS256, %zu ES256, %zu client certificate subjects; scoped tokens signed with %s",
+		 verb, ks->nkeys, n[JK_HMAC], n[JK_RSA], n[JK_EC], a->ncerts,
 		 a->scoped_file ? "the shared secret" : "a secret of this process");
 }
 
@@ -1218,7 +1228,94 @@ void auth_free(struct auth *a)
 	secure_zero(a->scoped_random, sizeof(a->scoped_random));
 	EVP_MD_free(a->sha256);
 	EVP_MAC_free(a->hmac);
+	free(a->certs);
 	free(a);
+}
+
+static int cert_cmp(const void *x, const void *y)
+{
+	return strcmp(((const struct cert_principal *)x)->cn,
+		      ((const struct cert_principal *)y)->cn);
+}
+
+/* auth.client_certs -> a->certs, sorted; the scope names checked here. */
+static int certs_load(struct auth *a, const struct sbx_auth_config *cfg, char *err, size_t errlen)
+{
+	if (!cfg->nclient_certs)
+		return 0;
+	if (cfg->nclient_certs > CONFIG_MAX_CLIENT_CERTS) {
+		snprintf(err, errlen, "auth.client_certs: too many entries");
+		return -1;
+	}
+	a->certs = calloc(cfg->nclient_certs, sizeof(*a->certs));
+	if (!a->certs) {
+		snprintf(err, errlen, "authentication: out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < cfg->nclient_certs; i++) {
+		const struct sbx_client_cert *cc = &cfg->client_certs[i];
+		struct cert_principal *cp = &a->certs[i];
+		if (!config_valid_client_cn(cc->subject_cn) ||
+		    !config_valid_label_n(cc->tenant, cc->tenant ? strlen(cc->tenant) : 0, 63)) {
+			snprintf(err, errlen, "auth.client_certs[%zu]: invalid subject_cn or tenant", i);
+			return -1;
+		}
+		snprintf(cp->cn, sizeof(cp->cn), "%s", cc->subject_cn);
+		snprintf(cp->tenant, sizeof(cp->tenant), "%s", cc->tenant);
+		for (size_t k = 0; k < cc->nscopes; k++) {
+			unsigned bit = 0;
+			if (auth_scope_parse(cc->scopes[k], &bit) != 0) {
+				char shown[40];
+				snprintf(shown, sizeof(shown), "%.32s", cc->scopes[k]);
+				for (char *q = shown; *q; q++)
+					if ((unsigned char)*q < 0x20 || *q == 0x7f)
+						*q = '?';
+				snprintf(err, errlen,
+					 "auth.client_certs[%zu].scopes[%zu]: \"%s\" is not a scope (sandboxes:read, sandboxes:write, exec, files, admin)",
+					 i, k, shown);
+				return -1;
+			}
+			cp->scopes |= bit;
+		}
+		if (!cp->scopes) {
+			snprintf(err, errlen, "auth.client_certs[%zu].scopes: list at least one scope", i);
+			return -1;
+		}
+	}
+	a->ncerts = cfg->nclient_certs;
+	qsort(a->certs, a->ncerts, sizeof(*a->certs), cert_cmp);
+	for (size_t i = 1; i < a->ncerts; i++)
+		if (strcmp(a->certs[i - 1].cn, a->certs[i].cn) == 0) {
+			snprintf(err, errlen, "auth.client_certs: subject_cn \"%s\" is listed twice",
+				 a->certs[i].cn);
+			return -1;
+		}
+	return 0;
+}
+
+enum auth_result auth_check_client_cert(const struct auth *a, const char *cn,
+					struct auth_principal *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!cn || !*cn)
+		return AUTH_MISSING;
+	if (!config_valid_client_cn(cn))
+		return AUTH_UNKNOWN_CERT;
+	/* verified by a trusted CA: the CN is safe to name in the audit */
+	snprintf(out->id, sizeof(out->id), "%s", cn);
+	if (!a || !a->ncerts)
+		return AUTH_UNKNOWN_CERT;
+	struct cert_principal probe;
+	snprintf(probe.cn, sizeof(probe.cn), "%s", cn);
+	const struct cert_principal *cp =
+		bsearch(&probe, a->certs, a->ncerts, sizeof(*a->certs), cert_cmp);
+	if (!cp)
+		return AUTH_UNKNOWN_CERT;
+	out->kind = AUTH_KIND_CERT;
+	snprintf(out->id, sizeof(out->id), "%s", cp->cn);
+	snprintf(out->tenant, sizeof(out->tenant), "%s", cp->tenant);
+	out->scopes = cp->scopes;
+	return AUTH_OK;
 }
 
 struct auth *auth_new(const struct sbx_auth_config *cfg, char *err, size_t errlen)
@@ -1281,8 +1378,10 @@ struct auth *auth_new(const struct sbx_auth_config *cfg, char *err, size_t errle
 		memcpy(a->hs_env, v, len);
 		a->hs_env_len = len;
 	}
+	if (certs_load(a, cfg, err, errlen) != 0)
+		goto fail;
 	if (!a->keys_file && !a->hs_file && !a->hs_env && !a->npem && !a->jwks_file &&
-	    !a->insecure) {
+	    !a->insecure && !a->ncerts) {
 		struct sbx_config c = { .auth = *cfg };
 		if (config_check_credentials(&c, err, errlen) == 0)
 			snprintf(err, errlen, "auth: no credentials are configured");

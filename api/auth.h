@@ -93,9 +93,11 @@ enum auth_kind {
 	AUTH_KIND_SANDBOX,    /* a sandbox-scoped token: id is the sub of the
 				 principal that asked for it */
 	AUTH_KIND_ANONYMOUS,  /* no header, insecure dev mode: admin */
+	AUTH_KIND_CERT,       /* a verified TLS client certificate listed in
+				 auth.client_certs: id is its subject CN */
 };
 
-/* "none", "key", "jwt", "sandbox", "anonymous". */
+/* "none", "key", "jwt", "sandbox", "anonymous", "cert". */
 const char *auth_kind_name(enum auth_kind k);
 
 struct auth_principal {
@@ -132,12 +134,14 @@ enum auth_result {
 	AUTH_BAD_CLAIMS,      /* exp missing; a claim of the wrong type; sub
 				 missing; tenant not a valid label value; a
 				 scoped token without a valid sandbox */
+	AUTH_UNKNOWN_CERT,    /* a verified client certificate whose subject CN
+				 auth.client_certs does not list */
 };
 
 /* A stable reason category for logs and audit ("ok", "missing", "malformed",
  * "unknown_key", "revoked", "expired", "not_yet_valid", "bad_signature",
  * "bad_algorithm", "bad_issuer", "bad_audience", "unknown_kid", "no_tenant",
- * "bad_claims"); never anything from the token itself. */
+ * "bad_claims", "unknown_client_cert"); never anything from the token itself. */
 const char *auth_result_name(enum auth_result r);
 
 struct auth;
@@ -152,6 +156,16 @@ struct auth;
  * saying so. */
 struct auth *auth_new(const struct sbx_auth_config *cfg, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
+
+/* A request that came with a TLS client certificate the HTTP server verified
+ * against tls.client_ca_file (http_request_client_cert) and no Authorization
+ * header: the principal auth.client_certs maps its subject CN to (kind
+ * AUTH_KIND_CERT, id the CN, that tenant and those scopes), or
+ * AUTH_UNKNOWN_CERT with only id set (to the CN, when it is one
+ * config_valid_client_cn accepts; for the audit) (AUTH_MISSING for NULL or
+ * ""). The list is fixed at auth_new. */
+enum auth_result auth_check_client_cert(const struct auth *a, const char *cn,
+					struct auth_principal *out);
 
 /* Free a and every secret it holds (wiped first). NULL is a no-op. */
 void auth_free(struct auth *a);

@@ -77,6 +77,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -229,6 +230,7 @@ struct http_request {
 	const char *hdr[HDR_COUNT];
 	char id[HTTP_REQUEST_ID_MAX + 1];
 	char peer[64];
+	char client_cn[HTTP_CLIENT_CN_MAX + 1];
 	int64_t start_ms;
 	bool head;  /* HEAD: the reply has no body */
 	bool close; /* close the connection after the reply */
@@ -306,6 +308,8 @@ struct conn {
 	struct http_ws *ws;            /* accepted WebSocket, until it closes */
 	struct chunked ch;
 	char peer[64];
+	bool cert_looked;              /* client_cn is settled */
+	char client_cn[HTTP_CLIENT_CN_MAX + 1]; /* "" none, "?" unnamed */
 };
 
 /* A certificate, its chain (may be empty) and its private key. */
@@ -313,6 +317,8 @@ struct tls_pair {
 	X509 *cert;
 	STACK_OF(X509) *chain;
 	EVP_PKEY *key;
+	X509_STORE *client_store;           /* tls_client_ca_file: verifies */
+	STACK_OF(X509_NAME) *client_names;  /* ... and is announced */
 };
 
 /* What stat() says about a file; err: 0, or the errno of a failed stat. */
@@ -340,9 +346,10 @@ struct http_server {
 	/* TLS: set by new; after that, the service thread's only */
 	bool tls;
 	char *tls_cert_file, *tls_key_file;
+	char *tls_client_ca_file;      /* NULL: no client certificates asked */
 	struct tls_pair tls_pair;      /* given to each new handshake */
-	struct file_sig tls_seen[2];   /* cert, key at the last look */
-	struct file_sig tls_tried[2];  /* cert, key when last read */
+	struct file_sig tls_seen[3];   /* cert, key, client CAs at the last look */
+	struct file_sig tls_tried[3];  /* cert, key, client CAs when last read */
 	int64_t tls_next_check;        /* now_ms */
 	atomic_bool tls_reload_asked;  /* http_server_reload_tls, any thread */
 
@@ -1165,6 +1172,35 @@ static void set_request_id(struct http_request *req, struct lws *wsi)
 	request_id_generate(req->id);
 }
 
+/* The subject CN of the connection's verified client certificate into cn:
+ * "" when there is none (or it did not verify: then there is no connection
+ * either), "?" when its subject has no CN, more than one, or one that is not
+ * 1..HTTP_CLIENT_CN_MAX bytes of printable ASCII without space. */
+static void client_cert_cn(struct lws *wsi, char *cn, size_t cap)
+{
+	cn[0] = '\0';
+	SSL *ssl = lws_get_ssl(wsi);
+	X509 *x = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+	if (!x || SSL_get_verify_result(ssl) != X509_V_OK)
+		return;
+	snprintf(cn, cap, "?");
+	X509_NAME *name = X509_get_subject_name(x);
+	int i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	if (i < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, i) >= 0)
+		return;
+	unsigned char *utf8 = NULL;
+	int n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i)));
+	bool ok = n > 0 && (size_t)n < cap;
+	for (int k = 0; ok && k < n; k++)
+		ok = utf8[k] > 0x20 && utf8[k] < 0x7f;
+	if (ok) {
+		memcpy(cn, utf8, (size_t)n);
+		cn[n] = '\0';
+	}
+	OPENSSL_free(utf8);
+	ERR_clear_error();
+}
+
 static void set_peer(struct conn *c, struct http_request *req)
 {
 	if (!c->peer[0]) {
@@ -1176,6 +1212,12 @@ static void set_peer(struct conn *c, struct http_request *req)
 		snprintf(c->peer, sizeof(c->peer), "%s", p);
 	}
 	memcpy(req->peer, c->peer, sizeof(req->peer));
+	if (!c->cert_looked) {
+		c->cert_looked = true;
+		if (c->srv->tls_client_ca_file)
+			client_cert_cn(c->wsi, c->client_cn, sizeof(c->client_cn));
+	}
+	memcpy(req->client_cn, c->client_cn, sizeof(req->client_cn));
 }
 
 /* Bytes the arena needs for this request head. */
@@ -2860,6 +2902,8 @@ static void tls_pair_release(struct tls_pair *p)
 	X509_free(p->cert);
 	sk_X509_pop_free(p->chain, X509_free);
 	EVP_PKEY_free(p->key);
+	X509_STORE_free(p->client_store);
+	sk_X509_NAME_pop_free(p->client_names, X509_NAME_free);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -2889,39 +2933,35 @@ static int tls_no_passphrase(char *buf, int size, int rwflag, void *u)
 	return -1;
 }
 
-/* The certificate and then its chain, as SSL_CTX_use_certificate_chain_file
- * reads them. 0, or -1 with a reason in err. */
-static int tls_read_chain(const char *file, struct tls_pair *p, char *err, size_t errlen)
+/* Every certificate in a PEM file, in order, into out (the first read as
+ * SSL_CTX_use_certificate_chain_file reads it: trusted-certificate form
+ * allowed). what names the file in messages. The count, or -1 with a
+ * reason in err (unreadable, over 1 MiB, a damaged certificate). */
+static int tls_read_certs(const char *file, const char *what, STACK_OF(X509) *out, char *err,
+			  size_t errlen)
 {
 	char *pem = NULL, why[160];
 	size_t len = 0;
 	bool encrypted = false;
-	int rc = -1;
+	int n = -1;
 	BIO *bio = NULL;
 	int r = read_file_bounded(file, HTTP_TLS_FILE_MAX, &pem, &len);
 	if (r) {
-		snprintf(err, errlen, "cannot read certificate file \"%s\": %s", file,
+		snprintf(err, errlen, "cannot read %s file \"%s\": %s", what, file,
 			 r == -EFBIG ? "larger than 1 MiB" : strerror(-r));
 		goto out;
 	}
-	bio = BIO_new_mem_buf(pem, (int)len);
-	p->chain = sk_X509_new_null();
-	if (!bio || !p->chain) {
+	if (!(bio = BIO_new_mem_buf(pem, (int)len))) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	p->cert = PEM_read_bio_X509_AUX(bio, NULL, tls_no_passphrase, &encrypted);
-	if (!p->cert) {
-		snprintf(err, errlen, "no certificate in \"%s\" (OpenSSL: %s)", file,
-			 tls_err(why, sizeof(why)));
-		goto out;
-	}
-	for (;;) {
-		X509 *ca = PEM_read_bio_X509(bio, NULL, tls_no_passphrase, &encrypted);
-		if (!ca)
+	for (int i = 0;; i++) {
+		X509 *x = i ? PEM_read_bio_X509(bio, NULL, tls_no_passphrase, &encrypted)
+			    : PEM_read_bio_X509_AUX(bio, NULL, tls_no_passphrase, &encrypted);
+		if (!x)
 			break;
-		if (!sk_X509_push(p->chain, ca)) {
-			X509_free(ca);
+		if (!sk_X509_push(out, x)) {
+			X509_free(x);
 			snprintf(err, errlen, "out of memory");
 			goto out;
 		}
@@ -2931,14 +2971,76 @@ static int tls_read_chain(const char *file, struct tls_pair *p, char *err, size_
 	if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
 		ERR_clear_error();
 	} else if (e) {
-		snprintf(err, errlen, "damaged chain certificate in \"%s\" (OpenSSL: %s)", file,
-			 tls_err(why, sizeof(why)));
+		snprintf(err, errlen, "damaged certificate in %s file \"%s\" (OpenSSL: %s)", what,
+			 file, tls_err(why, sizeof(why)));
 		goto out;
 	}
-	rc = 0;
+	n = sk_X509_num(out);
 out:
 	BIO_free(bio);
 	free(pem);
+	return n;
+}
+
+/* The certificate and then its chain, as SSL_CTX_use_certificate_chain_file
+ * reads them. 0, or -1 with a reason in err. */
+static int tls_read_chain(const char *file, struct tls_pair *p, char *err, size_t errlen)
+{
+	if (!(p->chain = sk_X509_new_null())) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	int n = tls_read_certs(file, "certificate", p->chain, err, errlen);
+	if (n == 0)
+		snprintf(err, errlen, "no certificate in \"%s\"", file);
+	if (n <= 0)
+		return -1;
+	p->cert = sk_X509_shift(p->chain);
+	return 0;
+}
+
+/* The client CA certificates: at least one, every one a CA. 0, or -1 with a
+ * reason in err. */
+static int tls_read_client_cas(const char *file, struct tls_pair *p, char *err, size_t errlen)
+{
+	char why[160];
+	STACK_OF(X509) *cas = sk_X509_new_null();
+	p->client_store = X509_STORE_new();
+	p->client_names = sk_X509_NAME_new_null();
+	int rc = -1;
+	if (!cas || !p->client_store || !p->client_names) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	int n = tls_read_certs(file, "client CA", cas, err, errlen);
+	if (n == 0)
+		snprintf(err, errlen, "no certificate in client CA file \"%s\"", file);
+	if (n <= 0)
+		goto out;
+	for (int i = 0; i < n; i++) {
+		X509 *ca = sk_X509_value(cas, i);
+		if (X509_check_ca(ca) < 1) {
+			snprintf(err, errlen,
+				 "certificate %d in client CA file \"%s\" is not a CA certificate",
+				 i + 1, file);
+			goto out;
+		}
+		X509_NAME *name = X509_NAME_dup(X509_get_subject_name(ca));
+		if (!name || X509_STORE_add_cert(p->client_store, ca) != 1 ||
+		    !sk_X509_NAME_push(p->client_names, name)) {
+			X509_NAME_free(name);
+			snprintf(err, errlen, "client CA file \"%s\": %s", file,
+				 tls_err(why, sizeof(why)));
+			goto out;
+		}
+	}
+	/* a client certificate must be made for TLS clients, and verify within
+	 * a chain of reasonable length; no CRLs are consulted (docs/authentication.md) */
+	X509_STORE_set_purpose(p->client_store, X509_PURPOSE_SSL_CLIENT);
+	X509_STORE_set_depth(p->client_store, 4);
+	rc = 0;
+out:
+	sk_X509_pop_free(cas, X509_free);
 	return rc;
 }
 
@@ -2987,7 +3089,7 @@ out:
  * (what the handshake will check too). 0 and the pair in out (the caller
  * releases it), or -1 with a reason in err.
  */
-static int tls_pair_load(const char *cert_file, const char *key_file,
+static int tls_pair_load(const char *cert_file, const char *key_file, const char *ca_file,
 			 struct tls_pair *out, char *err, size_t errlen)
 {
 	struct tls_pair p = { 0 };
@@ -2996,6 +3098,8 @@ static int tls_pair_load(const char *cert_file, const char *key_file,
 	int rc = -1;
 	ERR_clear_error();
 	if (tls_read_chain(cert_file, &p, err, errlen) || tls_read_key(key_file, &p, err, errlen))
+		goto out;
+	if (ca_file && tls_read_client_cas(ca_file, &p, err, errlen))
 		goto out;
 	if (X509_check_private_key(p.cert, p.key) != 1) {
 		ERR_clear_error();
@@ -3038,6 +3142,9 @@ static void tls_announce(const struct http_server *srv, const char *what)
 		 srv->tls_cert_file, until);
 	if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
 		log_warn("tls: the certificate in \"%s\" has expired", srv->tls_cert_file);
+	if (srv->tls_pair.client_names)
+		log_info("tls: asking clients for a certificate issued by one of %d CAs from \"%s\" (optional; one that does not verify fails the handshake)",
+			 sk_X509_NAME_num(srv->tls_pair.client_names), srv->tls_client_ca_file);
 }
 
 static void file_sig_get(const char *path, struct file_sig *sig)
@@ -3063,12 +3170,25 @@ static bool file_sig_same(const struct file_sig *a, const struct file_sig *b)
 	       a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
+/* The signatures of the certificate, key and client CA files (all zero for
+ * the last when there is none). */
+static void tls_sigs(const struct http_server *srv, struct file_sig sig[3])
+{
+	file_sig_get(srv->tls_cert_file, &sig[0]);
+	file_sig_get(srv->tls_key_file, &sig[1]);
+	if (srv->tls_client_ca_file)
+		file_sig_get(srv->tls_client_ca_file, &sig[2]);
+	else
+		memset(&sig[2], 0, sizeof(sig[2]));
+}
+
 /* Service thread: read the files again and serve them if they are good. */
 static void tls_reload(struct http_server *srv)
 {
 	struct tls_pair p;
 	char err[768];
-	if (tls_pair_load(srv->tls_cert_file, srv->tls_key_file, &p, err, sizeof(err)) != 0) {
+	if (tls_pair_load(srv->tls_cert_file, srv->tls_key_file, srv->tls_client_ca_file, &p, err,
+			  sizeof(err)) != 0) {
 		stat_inc(&srv->st_tls_reload_failures);
 		log_error("tls: %s; still serving the previous certificate", err);
 		return;
@@ -3095,19 +3215,17 @@ static void tls_poll(struct http_server *srv, bool tick)
 	if (!asked && (!tick || now < srv->tls_next_check))
 		return;
 	srv->tls_next_check = now + HTTP_TLS_CHECK_MS;
-	struct file_sig sig[2];
-	file_sig_get(srv->tls_cert_file, &sig[0]);
-	file_sig_get(srv->tls_key_file, &sig[1]);
-	bool moved = !file_sig_same(&sig[0], &srv->tls_seen[0]) ||
-		     !file_sig_same(&sig[1], &srv->tls_seen[1]);
-	bool tried = file_sig_same(&sig[0], &srv->tls_tried[0]) &&
-		     file_sig_same(&sig[1], &srv->tls_tried[1]);
-	srv->tls_seen[0] = sig[0];
-	srv->tls_seen[1] = sig[1];
+	struct file_sig sig[3];
+	tls_sigs(srv, sig);
+	bool moved = false, tried = true;
+	for (size_t i = 0; i < 3; i++) {
+		moved = moved || !file_sig_same(&sig[i], &srv->tls_seen[i]);
+		tried = tried && file_sig_same(&sig[i], &srv->tls_tried[i]);
+	}
+	memcpy(srv->tls_seen, sig, sizeof(sig));
 	if (!asked && (moved || tried))
 		return;
-	srv->tls_tried[0] = sig[0];
-	srv->tls_tried[1] = sig[1];
+	memcpy(srv->tls_tried, sig, sizeof(sig));
 	tls_reload(srv);
 }
 
@@ -3122,6 +3240,18 @@ static int tls_cert_cb(SSL *ssl, void *arg)
 		/* not expected: the pair passed the same check when loaded */
 		ERR_clear_error();
 		return 0; /* the handshake fails with internal_error */
+	}
+	if (p->client_store) {
+		/* ask for a client certificate; none is fine (a bearer token may
+		 * follow), one that does not verify fails the handshake */
+		STACK_OF(X509_NAME) *names = SSL_dup_CA_list(p->client_names);
+		if (!names || SSL_set1_verify_cert_store(ssl, p->client_store) != 1) {
+			sk_X509_NAME_pop_free(names, X509_NAME_free);
+			ERR_clear_error();
+			return 0;
+		}
+		SSL_set_client_CA_list(ssl, names);
+		SSL_set_verify(ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, NULL);
 	}
 	return 1;
 }
@@ -3148,6 +3278,13 @@ static int on_tls_ctx(struct http_server *srv, SSL_CTX *ssl_ctx)
 		return -1;
 	}
 	SSL_CTX_set_cert_cb(ssl_ctx, tls_cert_cb, srv);
+	/* resumed sessions keep the client certificate they were made with;
+	 * OpenSSL refuses to resume a verified session without an id context */
+	static const unsigned char sid_ctx[] = "sandbox-controller";
+	if (SSL_CTX_set_session_id_context(ssl_ctx, sid_ctx, sizeof(sid_ctx) - 1) != 1) {
+		log_error("http server: cannot configure TLS: %s", tls_err(why, sizeof(why)));
+		return -1;
+	}
 	return 0;
 }
 
@@ -3390,11 +3527,16 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 		snprintf(err, errlen, "http server: TLS needs both a certificate and a key file");
 		return NULL;
 	}
-	const char *files[] = { opts->tls_cert_file, opts->tls_key_file };
-	for (size_t i = 0; i < 2; i++) {
+	if (opts->tls_client_ca_file && !opts->tls_cert_file) {
+		snprintf(err, errlen, "http server: client certificates need TLS");
+		return NULL;
+	}
+	const char *files[] = { opts->tls_cert_file, opts->tls_key_file, opts->tls_client_ca_file };
+	static const char *const what[] = { "certificate", "key", "client CA" };
+	for (size_t i = 0; i < 3; i++) {
 		if (files[i] && access(files[i], R_OK) != 0) {
 			snprintf(err, errlen, "http server: cannot read TLS %s file \"%s\": %s",
-				 i ? "key" : "certificate", files[i], strerror(errno));
+				 what[i], files[i], strerror(errno));
 			return NULL;
 		}
 	}
@@ -3426,12 +3568,14 @@ struct http_server *http_server_new(const struct http_server_opts *opts,
 		srv->tls_key_file = strdup(opts->tls_key_file);
 		if (!srv->tls_cert_file || !srv->tls_key_file)
 			goto oom;
+		if (opts->tls_client_ca_file &&
+		    !(srv->tls_client_ca_file = strdup(opts->tls_client_ca_file)))
+			goto oom;
 		/* the signatures first: a change while we read is seen later */
-		file_sig_get(srv->tls_cert_file, &srv->tls_seen[0]);
-		file_sig_get(srv->tls_key_file, &srv->tls_seen[1]);
+		tls_sigs(srv, srv->tls_seen);
 		memcpy(srv->tls_tried, srv->tls_seen, sizeof(srv->tls_tried));
-		if (tls_pair_load(srv->tls_cert_file, srv->tls_key_file, &srv->tls_pair, why,
-				  sizeof(why)) != 0) {
+		if (tls_pair_load(srv->tls_cert_file, srv->tls_key_file, srv->tls_client_ca_file,
+				  &srv->tls_pair, why, sizeof(why)) != 0) {
 			snprintf(err, errlen, "http server: TLS: %s", why);
 			goto fail;
 		}
@@ -3628,6 +3772,7 @@ void http_server_free(struct http_server *srv)
 	tls_pair_release(&srv->tls_pair);
 	free(srv->tls_cert_file);
 	free(srv->tls_key_file);
+	free(srv->tls_client_ca_file);
 	free(srv->iface);
 	free(srv);
 }
@@ -3731,6 +3876,11 @@ const char *http_request_id(const struct http_request *req)
 const char *http_request_peer(const struct http_request *req)
 {
 	return req->peer;
+}
+
+const char *http_request_client_cert(const struct http_request *req)
+{
+	return req->client_cn[0] ? req->client_cn : NULL;
 }
 
 int64_t http_request_start_ms(const struct http_request *req)

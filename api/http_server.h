@@ -176,6 +176,8 @@
 #ifndef SBX_HTTP_SERVER_H
 #define SBX_HTTP_SERVER_H
 
+#define HTTP_CLIENT_CN_MAX 64 /* bytes of a client certificate CN we report */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -193,6 +195,11 @@ struct http_server_opts {
 	int idle_timeout_s;        /* keep-alive idle; default 60 */
 	const char *tls_cert_file; /* both set: HTTPS only (see TLS above); */
 	const char *tls_key_file;  /* the server keeps copies of the paths */
+	/* With TLS, optional: a PEM file of CA certificates. Every handshake
+	 * then asks for a client certificate; a client may send none, but one
+	 * it sends must verify against these CAs (else the handshake fails).
+	 * Reloaded with the pair. http_request_client_cert tells the CN. */
+	const char *tls_client_ca_file;
 	/* Optional: called once for every request the handler received, on the
 	 * thread that replies, just before the reply is handed over (also when
 	 * the client has gone). For audit records: the request and its context
@@ -280,6 +287,13 @@ const char *http_request_body(const struct http_request *req, size_t *len);
 const char *http_request_id(const struct http_request *req);
 /* Peer address as text ("127.0.0.1", "::1"). */
 const char *http_request_peer(const struct http_request *req);
+
+/* The subject CN of the TLS client certificate of the request's connection,
+ * when the server asks for them (tls_client_ca_file), one was sent, it
+ * verified, and its subject has exactly one CN of printable ASCII (no
+ * space, at most HTTP_CLIENT_CN_MAX bytes); "?" for a verified certificate
+ * whose CN is none of that; NULL otherwise. */
+const char *http_request_client_cert(const struct http_request *req);
 /* Monotonic ms (now_ms clock) when the request head was complete:
  * libwebsockets does not report when its first byte came. */
 int64_t http_request_start_ms(const struct http_request *req);

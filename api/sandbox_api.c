@@ -1506,8 +1506,12 @@ static bool admit(struct sandbox_api *api, struct http_request *req, struct call
 		reply_rate_limited(api, req, c, akey, ra);
 		return false;
 	}
-	enum auth_result r = auth_check(api->sec.auth, http_request_header(req, "authorization"),
-					wall_time_s(), &c->p);
+	/* a bearer token, when one is sent, decides; otherwise a verified TLS
+	 * client certificate (tls.client_ca_file) that auth.client_certs lists */
+	const char *authz = http_request_header(req, "authorization");
+	const char *cn = http_request_client_cert(req);
+	enum auth_result r = !authz && cn ? auth_check_client_cert(api->sec.auth, cn, &c->p)
+					  : auth_check(api->sec.auth, authz, wall_time_s(), &c->p);
 	if (r != AUTH_OK) {
 		(void)ratelimit_allow(api->sec.per_address, akey, now_ms(), &ra);
 		c->reason = auth_result_name(r);
@@ -1521,6 +1525,8 @@ static bool admit(struct sandbox_api *api, struct http_request *req, struct call
 	char pkey[256];
 	if (c->p.kind == AUTH_KIND_KEY)
 		snprintf(pkey, sizeof(pkey), "key:%s", c->p.id);
+	else if (c->p.kind == AUTH_KIND_CERT)
+		snprintf(pkey, sizeof(pkey), "cert:%s", c->p.id);
 	else if (c->p.kind == AUTH_KIND_ANONYMOUS)
 		snprintf(pkey, sizeof(pkey), "%s", akey);
 	else

@@ -1470,13 +1470,17 @@ static int parse_security(struct pctx *p, yaml_node_t *root, struct sbx_config *
 	}
 	n = mget(p, root, "tls");
 	if (n) {
-		static const char *const keys[] = { "cert_file", "key_file" };
+		static const char *const keys[] = { "cert_file", "key_file", "client_ca_file" };
 		if ((rc = check_map(p, n, "tls", keys, ARRAY_SIZE(keys), 0)) != 0 ||
 		    (rc = get_path(p, n, "tls", "cert_file", &cfg->tls_cert_file)) != 0 ||
-		    (rc = get_path(p, n, "tls", "key_file", &cfg->tls_key_file)) != 0)
+		    (rc = get_path(p, n, "tls", "key_file", &cfg->tls_key_file)) != 0 ||
+		    (rc = get_path(p, n, "tls", "client_ca_file", &cfg->tls_client_ca_file)) != 0)
 			return rc;
 		if (!cfg->tls_cert_file != !cfg->tls_key_file)
 			return PERR(p, "tls", "cert_file and key_file go together");
+		if (cfg->tls_client_ca_file && !cfg->tls_cert_file)
+			return PERR(p, "tls.client_ca_file",
+				    "client certificates need TLS: set tls.cert_file and tls.key_file");
 	}
 	n = mget(p, root, "quotas");
 	if (n) {
@@ -1661,10 +1665,89 @@ static int parse_auth_jwt(struct pctx *p, yaml_node_t *j, struct sbx_auth_config
 	return 0;
 }
 
+bool config_valid_client_cn(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n == 0 || n > CONFIG_CLIENT_CN_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '@' || c == ':' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* auth.client_certs: [{subject_cn, tenant, scopes: [...]}]. The scope names
+ * are checked by auth_new, which knows them. */
+static int parse_client_certs(struct pctx *p, yaml_node_t *n, struct sbx_auth_config *a)
+{
+	static const char *const keys[] = { "subject_cn", "tenant", "scopes" };
+	static const char *const path = "auth.client_certs";
+	char item[KEYPATH_MAX], sub[KEYPATH_MAX], one[KEYPATH_MAX], b[SHOWN_MAX];
+	if (n->type != YAML_SEQUENCE_NODE)
+		return PERR(p, path, "expected a list of {subject_cn, tenant, scopes}, found %s",
+			    kind(n));
+	size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (count > CONFIG_MAX_CLIENT_CERTS)
+		return PERR(p, path, "too many entries (at most %d)", CONFIG_MAX_CLIENT_CERTS);
+	a->client_certs = calloc(count ? count : 1, sizeof(*a->client_certs));
+	if (!a->client_certs)
+		return -ENOMEM;
+	for (size_t i = 0; i < count; i++) {
+		subidx(item, sizeof(item), path, i);
+		yaml_node_t *e = ynode(p, n->data.sequence.items.start[i]);
+		struct sbx_client_cert *cc = &a->client_certs[i];
+		a->nclient_certs++;
+		int rc = check_map(p, e, item, keys, ARRAY_SIZE(keys), 0);
+		if (!rc)
+			rc = get_str(p, e, item, "subject_cn", 256, true, &cc->subject_cn);
+		if (!rc)
+			rc = get_str(p, e, item, "tenant", 256, true, &cc->tenant);
+		if (rc)
+			return rc;
+		subkey(sub, sizeof(sub), item, "subject_cn");
+		if (!config_valid_client_cn(cc->subject_cn))
+			return PERR(p, sub, "\"%s\" is not 1 to %d of [A-Za-z0-9._@:-]",
+				    shown(cc->subject_cn, b), CONFIG_CLIENT_CN_MAX);
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(a->client_certs[k].subject_cn, cc->subject_cn) == 0)
+				return PERR(p, sub, "the same subject_cn as %s[%zu]", path, k);
+		subkey(sub, sizeof(sub), item, "tenant");
+		if (!config_valid_label_n(cc->tenant, strlen(cc->tenant), 63))
+			return PERR(p, sub, "\"%s\" is not a tenant name ([a-z0-9-], at most 63, a letter or digit at both ends)",
+				    shown(cc->tenant, b));
+		yaml_node_t *sc = mget(p, e, "scopes");
+		subkey(sub, sizeof(sub), item, "scopes");
+		if (!sc)
+			return PERR(p, sub, "missing");
+		if (sc->type != YAML_SEQUENCE_NODE)
+			return PERR(p, sub, "expected a list of scope names, found %s", kind(sc));
+		size_t ns = (size_t)(sc->data.sequence.items.top - sc->data.sequence.items.start);
+		if (ns == 0 || ns > 16)
+			return PERR(p, sub, "list 1 to 16 scopes");
+		cc->scopes = calloc(ns, sizeof(*cc->scopes));
+		if (!cc->scopes)
+			return -ENOMEM;
+		for (size_t k = 0; k < ns; k++) {
+			subidx(one, sizeof(one), sub, k);
+			const char *v;
+			rc = scalar_text(p, ynode(p, sc->data.sequence.items.start[k]), one, &v);
+			if (rc)
+				return rc;
+			if (!(cc->scopes[k] = strdup(v)))
+				return -ENOMEM;
+			cc->nscopes++;
+		}
+	}
+	return 0;
+}
+
 static int parse_auth(struct pctx *p, yaml_node_t *root, struct sbx_config *cfg)
 {
 	static const char *const keys[] = { "api_keys_file", "jwt", "scoped_token_secret_file",
-					    "insecure_dev_mode" };
+					    "insecure_dev_mode", "client_certs" };
 	struct sbx_auth_config *a = &cfg->auth;
 	yaml_node_t *n = mget(p, root, "auth");
 	if (!n)
@@ -1678,6 +1761,9 @@ static int parse_auth(struct pctx *p, yaml_node_t *root, struct sbx_config *cfg)
 	if (!rc)
 		rc = get_bool(p, n, "auth", "insecure_dev_mode", &a->insecure_dev_mode);
 	if (rc)
+		return rc;
+	yaml_node_t *cc = mget(p, n, "client_certs");
+	if (cc && (rc = parse_client_certs(p, cc, a)) != 0)
 		return rc;
 	yaml_node_t *j = mget(p, n, "jwt");
 	return j ? parse_auth_jwt(p, j, a) : 0;
@@ -1695,17 +1781,37 @@ static void auth_config_release(struct sbx_auth_config *a)
 	free(a->jwt_audience);
 	free(a->jwt_tenant_claim);
 	free(a->scoped_token_secret_file);
+	for (size_t i = 0; i < a->nclient_certs; i++) {
+		free(a->client_certs[i].subject_cn);
+		free(a->client_certs[i].tenant);
+		for (size_t k = 0; k < a->client_certs[i].nscopes; k++)
+			free(a->client_certs[i].scopes[k]);
+		free(a->client_certs[i].scopes);
+	}
+	free(a->client_certs);
 }
 
 int config_check_credentials(const struct sbx_config *cfg, char *err, size_t errlen)
 {
 	const struct sbx_auth_config *a = &cfg->auth;
+	if (a->nclient_certs && !cfg->tls_client_ca_file) {
+		if (errlen)
+			snprintf(err, errlen,
+				 "auth.client_certs: client certificates are only asked for with tls.client_ca_file (and tls.cert_file, tls.key_file)");
+		return -EINVAL;
+	}
+	if (cfg->tls_client_ca_file && !a->nclient_certs) {
+		if (errlen)
+			snprintf(err, errlen,
+				 "tls.client_ca_file: no certificate subject is mapped to a tenant: list them in auth.client_certs");
+		return -EINVAL;
+	}
 	if (a->api_keys_file || a->jwt_hs256_secret_file || a->jwt_hs256_secret_env ||
-	    a->njwt_public_keys || a->jwt_jwks_file || a->insecure_dev_mode)
+	    a->njwt_public_keys || a->jwt_jwks_file || a->insecure_dev_mode || a->nclient_certs)
 		return 0;
 	if (errlen)
 		snprintf(err, errlen,
-			 "auth: no credentials are configured, so no request could be authenticated: set auth.api_keys_file (keys made with \"sandbox-controller keygen\"), or auth.jwt.hs256_secret_file, auth.jwt.public_keys or auth.jwt.jwks_file (or the SBX_JWT_HS256_SECRET variable); for local development only, \"auth: {insecure_dev_mode: true}\" serves every request as an anonymous admin (docs/authentication.md)");
+			 "auth: no credentials are configured, so no request could be authenticated: set auth.api_keys_file (keys made with \"sandbox-controller keygen\"), or auth.jwt.hs256_secret_file, auth.jwt.public_keys or auth.jwt.jwks_file (or the SBX_JWT_HS256_SECRET variable), or auth.client_certs with tls.client_ca_file; for local development only, \"auth: {insecure_dev_mode: true}\" serves every request as an anonymous admin (docs/authentication.md)");
 	return -EINVAL;
 }
 
@@ -1779,6 +1885,7 @@ void config_free(struct sbx_config *cfg)
 	free(cfg->audit_destination);
 	free(cfg->tls_cert_file);
 	free(cfg->tls_key_file);
+	free(cfg->tls_client_ca_file);
 	for (size_t i = 0; i < cfg->ntenant_quotas; i++)
 		free(cfg->tenant_quotas[i].tenant);
 	free(cfg->tenant_quotas);

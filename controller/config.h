@@ -115,6 +115,22 @@ struct sbx_template {
  */
 #define CONFIG_MAX_JWT_PUBLIC_KEYS 16
 
+/* auth.client_certs[i]: a client certificate subject CN the API accepts. */
+struct sbx_client_cert {
+	char *subject_cn;             /* exact match; [A-Za-z0-9._@:-], 1..64 */
+	char *tenant;                 /* a label value */
+	char **scopes;                /* names; auth_new checks them */
+	size_t nscopes;
+};
+
+#define CONFIG_MAX_CLIENT_CERTS 1000
+#define CONFIG_CLIENT_CN_MAX 64
+
+/* Whether s can be a client certificate CN in auth.client_certs: 1 to
+ * CONFIG_CLIENT_CN_MAX of [A-Za-z0-9._@:-] (safe to log and to use as a
+ * rate-limit and audit id). */
+bool config_valid_client_cn(const char *s);
+
 struct sbx_auth_config {
 	char *api_keys_file;          /* auth.api_keys_file: YAML key file (hashes only) */
 	char *jwt_hs256_secret_file;  /* auth.jwt.hs256_secret_file */
@@ -130,6 +146,9 @@ struct sbx_auth_config {
 	char *scoped_token_secret_file; /* NULL: a random secret per process */
 	bool insecure_dev_mode;       /* auth.insecure_dev_mode; file only, never
 					 from the environment or a flag */
+	struct sbx_client_cert *client_certs; /* auth.client_certs (needs
+						 tls.client_ca_file) */
+	size_t nclient_certs;
 };
 
 /* Per-tenant limits on live sandboxes; 0 means no limit. */
@@ -179,6 +198,9 @@ struct sbx_config {
 	int audit_argv;               /* audit.argv: 0 full (default), 1 redacted, 2 hashed */
 	char *tls_cert_file;          /* tls.cert_file and tls.key_file: HTTPS when both set */
 	char *tls_key_file;
+	char *tls_client_ca_file;     /* tls.client_ca_file: ask for and verify
+					 client certificates (mTLS, optional
+					 for the client) */
 	struct sbx_quota quota;       /* quotas.default: per tenant; 0 = no limit */
 	struct sbx_tenant_quota *tenant_quotas; /* quotas.tenants: overrides */
 	size_t ntenant_quotas;

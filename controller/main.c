@@ -357,6 +357,7 @@ int main(int argc, char **argv)
 		.max_body = cfg->max_body_bytes,
 		.tls_cert_file = cfg->tls_cert_file,
 		.tls_key_file = cfg->tls_key_file,
+		.tls_client_ca_file = cfg->tls_client_ca_file,
 		.on_reply = sandbox_api_on_reply,
 		.ws_protocols = exec_protocols,
 		.stream_body = files_api_stream_body, /* uploads stream into the sandbox */

@@ -16,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +42,7 @@ auth:
     issuer: https://issuer.test
     audience: sandbox-controller
   insecure_dev_mode: {insecure}
+{auth_extra}
 audit: {{destination: {audit_file}, argv: full}}
 quotas: {{tenants: {{tiny: {{sandboxes: 1}}, capped: {{exec_streams: 1}}}}}}
 {extra}
@@ -191,14 +193,16 @@ class Kube:
 
 
 class Api:
-    """An HTTP client for the controller, calling as one principal."""
+    """An HTTP client for the controller, calling as one principal (over
+    HTTPS when given the ssl context that trusts the controller's certificate)."""
 
-    def __init__(self, base, token=None):
+    def __init__(self, base, token=None, ctx=None):
         self.base = base
         self.token = token
+        self.ctx = ctx
 
     def as_(self, token):
-        return Api(self.base, token)
+        return Api(self.base, token, self.ctx)
 
     def call(self, method, path, body=None, raw=None, headers=None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -211,7 +215,7 @@ class Api:
             if v is not None:
                 req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with urllib.request.urlopen(req, timeout=60, context=self.ctx) as r:
                 text = r.read()
                 return r.status, (json.loads(text) if text else None), dict(r.headers)
         except urllib.error.HTTPError as e:
@@ -360,8 +364,13 @@ def make_keys(binary, path):
 
 
 class Controller:
+    """extra: YAML added at the top level of the config (e.g. a tls: block);
+    auth_extra: YAML lines added inside its auth: mapping (unindented);
+    tls_context: an ssl.SSLContext trusting the controller's certificate,
+    given when extra configures TLS: the API is then called over HTTPS."""
+
     def __init__(self, env, binary, workdir, rate=1000, burst=1000, arate=1000, aburst=1000,
-                 extra="", insecure=False, max_body=65536):
+                 extra="", insecure=False, max_body=65536, auth_extra="", tls_context=None):
         self.env = env
         self.workdir = workdir
         self.kubeconfig = least_privilege_kubeconfig(env, workdir)
@@ -384,9 +393,11 @@ class Controller:
                                   hs256_file=self.jwt.hs256_file, jwks_file=self.jwt.jwks_file,
                                   rate=rate, burst=burst, arate=arate, aburst=aburst,
                                   extra=extra, insecure="true" if insecure else "false",
-                                  exec_ws=self.exec_ws, max_body=max_body))
+                                  exec_ws=self.exec_ws, max_body=max_body,
+                                  auth_extra=textwrap.indent(auth_extra, "  ")))
         self.proc = None
-        self.api = Api(f"http://127.0.0.1:{self.port}", self.keys["acme"])
+        scheme = "https" if tls_context else "http"
+        self.api = Api(f"{scheme}://127.0.0.1:{self.port}", self.keys["acme"], tls_context)
 
     def as_(self, name):
         return self.api.as_(self.keys[name])

@@ -1873,6 +1873,68 @@ static void test_key_digest_threads(void)
 	}
 }
 
+/* auth.client_certs: the CN a verified client certificate names -> principal */
+static void test_client_certs(void)
+{
+	char *s_runner[] = { "sandboxes:read", "exec" };
+	char *s_admin[] = { "admin" };
+	char *s_bad[] = { "exec", "root" };
+	struct sbx_client_cert certs[] = {
+		{ "ci-runner", "acme", s_runner, 2 },
+		{ "ops@admin", "ops", s_admin, 1 },
+	};
+	struct sbx_auth_config c = base_cfg();
+	c.client_certs = certs;
+	c.nclient_certs = 2;
+	struct auth *a = new_auth(&c); /* client certs alone are credentials */
+	REQUIRE(a);
+	struct auth_principal p;
+	CHECK_INT(auth_check_client_cert(a, "ci-runner", &p), AUTH_OK);
+	CHECK_INT(p.kind, AUTH_KIND_CERT);
+	CHECK_STR(p.id, "ci-runner");
+	CHECK_STR(p.tenant, "acme");
+	CHECK_INT(p.scopes, AUTH_SCOPE_SANDBOXES_READ | AUTH_SCOPE_EXEC);
+	CHECK(!auth_allows(&p, AUTH_SCOPE_FILES));
+	CHECK_STR(p.sandbox, "");
+	CHECK_INT(auth_check_client_cert(a, "ops@admin", &p), AUTH_OK);
+	CHECK(auth_allows(&p, AUTH_SCOPE_FILES | AUTH_SCOPE_ADMIN));
+	/* exact: no case folding, no prefixes, nothing unnamed */
+	static const char *const unknown[] = { "CI-RUNNER", "ci-runner ", "ci-runne", "ci-runner2",
+					      "?", "ops" };
+	for (size_t i = 0; i < ARRAY_SIZE(unknown); i++) {
+		CHECK_INT(auth_check_client_cert(a, unknown[i], &p), AUTH_UNKNOWN_CERT);
+		CHECK_INT(p.kind, AUTH_KIND_NONE);
+		CHECK_STR(p.tenant, "");
+		CHECK_INT(p.scopes, 0);
+		/* the CN is named for the audit when it is a valid one */
+		CHECK_STR(p.id, config_valid_client_cn(unknown[i]) ? unknown[i] : "");
+	}
+	CHECK_INT(auth_check_client_cert(a, NULL, &p), AUTH_MISSING);
+	CHECK_INT(auth_check_client_cert(a, "", &p), AUTH_MISSING);
+	CHECK_STR(auth_result_name(AUTH_UNKNOWN_CERT), "unknown_client_cert");
+	CHECK_STR(auth_kind_name(AUTH_KIND_CERT), "cert");
+	auth_free(a);
+
+	/* without any listed: every certificate is unknown */
+	struct sbx_auth_config k = base_cfg();
+	k.insecure_dev_mode = true;
+	a = new_auth(&k);
+	REQUIRE(a);
+	CHECK_INT(auth_check_client_cert(a, "ci-runner", &p), AUTH_UNKNOWN_CERT);
+	auth_free(a);
+
+	/* refused: a scope that is none, a duplicate, an invalid CN */
+	certs[1].scopes = s_bad;
+	certs[1].nscopes = 2;
+	expect_new_fails(&c, "auth.client_certs[1].scopes[1]: \"root\" is not a scope");
+	certs[1].scopes = s_admin;
+	certs[1].nscopes = 1;
+	certs[1].subject_cn = "ci-runner";
+	expect_new_fails(&c, "subject_cn \"ci-runner\" is listed twice");
+	certs[1].subject_cn = "bad cn";
+	expect_new_fails(&c, "auth.client_certs[1]: invalid subject_cn or tenant");
+}
+
 int main(void)
 {
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/sbx-test-auth-XXXXXX");
@@ -1904,6 +1966,7 @@ int main(void)
 	make_key(&klater, "k2099");
 
 	RUN(test_names);
+	RUN(test_client_certs);
 	RUN(test_api_keys);
 	RUN(test_key_file_reload);
 	RUN(test_key_file_errors);

@@ -1009,6 +1009,80 @@ static void test_load_env_and_flags(void)
 
 /* ---- auth ---- */
 
+/* tls.client_ca_file and auth.client_certs (mTLS) */
+static void test_client_certs(void)
+{
+	struct sbx_config *cfg = NULL;
+	char err[1024] = "", buf[4096];
+	static const char tls[] = "tls: {cert_file: /c.pem, key_file: /k.pem, client_ca_file: /ca.pem}\n";
+	snprintf(buf, sizeof(buf),
+		 "%sauth:\n"
+		 "  client_certs:\n"
+		 "    - {subject_cn: ci-runner.acme, tenant: acme, scopes: [sandboxes:read, exec]}\n"
+		 "    - subject_cn: \"svc@ops:1_A-b\"\n"
+		 "      tenant: ops\n"
+		 "      scopes: [admin]\n%s",
+		 tls, base);
+	int rc = config_parse(buf, strlen(buf), &cfg, err, sizeof(err));
+	if (rc)
+		fprintf(stderr, "  client certs: %s\n", err);
+	CHECK_INT(rc, 0);
+	REQUIRE(cfg);
+	CHECK_STR(cfg->tls_client_ca_file, "/ca.pem");
+	REQUIRE(cfg->auth.nclient_certs == 2);
+	CHECK_STR(cfg->auth.client_certs[0].subject_cn, "ci-runner.acme");
+	CHECK_STR(cfg->auth.client_certs[0].tenant, "acme");
+	REQUIRE(cfg->auth.client_certs[0].nscopes == 2);
+	CHECK_STR(cfg->auth.client_certs[0].scopes[1], "exec");
+	CHECK_STR(cfg->auth.client_certs[1].subject_cn, "svc@ops:1_A-b");
+	CHECK_INT(config_check_credentials(cfg, err, sizeof(err)), 0); /* they count */
+	config_free(cfg);
+
+	/* one without the other: refused by config_check_credentials */
+	snprintf(buf, sizeof(buf),
+		 "auth: {client_certs: [{subject_cn: a, tenant: t, scopes: [exec]}]}\n%s", base);
+	CHECK_INT(config_parse(buf, strlen(buf), &cfg, err, sizeof(err)), 0);
+	REQUIRE(cfg);
+	CHECK_INT(config_check_credentials(cfg, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "auth.client_certs: client certificates are only asked for with tls.client_ca_file") != NULL);
+	config_free(cfg);
+	snprintf(buf, sizeof(buf), "%sauth: {api_keys_file: /k}\n%s", tls, base);
+	CHECK_INT(config_parse(buf, strlen(buf), &cfg, err, sizeof(err)), 0);
+	REQUIRE(cfg);
+	CHECK_INT(config_check_credentials(cfg, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "tls.client_ca_file: no certificate subject is mapped") != NULL);
+	config_free(cfg);
+
+	static const struct {
+		const char *yaml, *want;
+	} cases[] = {
+		{ "tls: {client_ca_file: /ca.pem}\n", "tls.client_ca_file: client certificates need TLS" },
+		{ "tls: {cert_file: /c, key_file: /k, client_ca_file: \"\"}\n", "tls.client_ca_file: must not be empty" },
+		{ "auth: {client_certs: {a: b}}\n", "auth.client_certs: expected a list of {subject_cn, tenant, scopes}, found a mapping" },
+		{ "auth: {client_certs: [x]}\n", "auth.client_certs[0]: expected a mapping, found a scalar" },
+		{ "auth: {client_certs: [{tenant: t, scopes: [exec]}]}\n", "auth.client_certs[0].subject_cn: missing" },
+		{ "auth: {client_certs: [{subject_cn: a, scopes: [exec]}]}\n", "auth.client_certs[0].tenant: missing" },
+		{ "auth: {client_certs: [{subject_cn: a, tenant: t}]}\n", "auth.client_certs[0].scopes: missing" },
+		{ "auth: {client_certs: [{subject_cn: a, tenant: t, scopes: exec}]}\n", "auth.client_certs[0].scopes: expected a list of scope names, found a scalar" },
+		{ "auth: {client_certs: [{subject_cn: a, tenant: t, scopes: []}]}\n", "auth.client_certs[0].scopes: list 1 to 16 scopes" },
+		{ "auth: {client_certs: [{subject_cn: a, tenant: t, scopes: [[x]]}]}\n", "auth.client_certs[0].scopes[0]: expected a scalar" },
+		{ "auth: {client_certs: [{subject_cn: \"two words\", tenant: t, scopes: [exec]}]}\n", "auth.client_certs[0].subject_cn: \"two words\" is not 1 to 64 of [A-Za-z0-9._@:-]" },
+		{ "auth: {client_certs: [{subject_cn: \"a/b\", tenant: t, scopes: [exec]}]}\n", "auth.client_certs[0].subject_cn: \"a/b\" is not" },
+		{ "auth: {client_certs: [{subject_cn: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa, tenant: t, scopes: [exec]}]}\n", "auth.client_certs[0].subject_cn:" },
+		{ "auth: {client_certs: [{subject_cn: a, tenant: Acme, scopes: [exec]}]}\n", "auth.client_certs[0].tenant: \"Acme\" is not a tenant name" },
+		{ "auth: {client_certs: [{subject_cn: a, tenant: t, scopes: [exec]}, {subject_cn: a, tenant: u, scopes: [exec]}]}\n", "auth.client_certs[1].subject_cn: the same subject_cn as auth.client_certs[0]" },
+		{ "auth: {client_certs: [{subject_cn: a, tenant: t, scopes: [exec], kid: x}]}\n", "auth.client_certs[0].kid: unknown key" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		snprintf(buf, sizeof(buf), "%s%s", cases[i].yaml, base);
+		expect_error_at(__FILE__, __LINE__, buf, strlen(buf), cases[i].want);
+	}
+	CHECK(config_valid_client_cn("a"));
+	CHECK(!config_valid_client_cn(""));
+	CHECK(!config_valid_client_cn(NULL));
+	CHECK(!config_valid_client_cn("caf\xc3\xa9"));
+}
+
 static void test_auth_section(void)
 {
 	struct sbx_config *cfg = NULL;
@@ -1204,6 +1278,7 @@ int main(void)
 	RUN(test_durations);
 	RUN(test_load_env_and_flags);
 	RUN(test_auth_section);
+	RUN(test_client_certs);
 	char cmd[300];
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
 	if (system(cmd) != 0)

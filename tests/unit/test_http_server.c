@@ -25,6 +25,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -63,6 +64,8 @@ static cJSON *echo_json(struct http_request *req)
 	cJSON_AddNumberToObject(o, "body_len", (double)blen);
 	cJSON_AddStringToObject(o, "id", http_request_id(req));
 	cJSON_AddStringToObject(o, "peer", http_request_peer(req));
+	if (http_request_client_cert(req))
+		cJSON_AddStringToObject(o, "client_cert", http_request_client_cert(req));
 	cJSON *q = cJSON_AddObjectToObject(o, "query");
 	for (size_t k = 0; keys[k]; k++) {
 		const char *vals[8];
@@ -2190,6 +2193,269 @@ out:
 	rm_tree(dir);
 }
 
+/* ---- TLS client certificates ---- */
+
+struct issued {
+	X509 *cert;
+	EVP_PKEY *key;
+};
+
+/*
+ * A certificate for subject (one "CN=..." or several comma-separated
+ * "CN=a,CN=b"), signed by issuer (NULL: self-signed), valid from
+ * now+from_s to now+to_s; a CA when ca; eku (e.g. "clientAuth",
+ * "serverAuth") added when not NULL. Written to dir/name.crt and
+ * dir/name.key when dir is not NULL.
+ */
+static struct issued issue(const char *dir, const char *name, const char *subject,
+			   const struct issued *issuer, bool ca, long from_s, long to_s,
+			   const char *eku)
+{
+	struct issued out = { X509_new(), EVP_EC_gen("P-256") };
+	static long serial = 100;
+	X509 *x = out.cert;
+	X509_set_version(x, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+	X509_gmtime_adj(X509_getm_notBefore(x), from_s);
+	X509_gmtime_adj(X509_getm_notAfter(x), to_s);
+	X509_set_pubkey(x, out.key);
+	X509_NAME *nm = X509_get_subject_name(x);
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", subject);
+	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_UTF8, (const unsigned char *)t + 3,
+					   -1, -1, 0);
+	X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer->cert) : nm);
+	X509V3_CTX v3;
+	X509V3_set_ctx(&v3, issuer ? issuer->cert : x, x, NULL, NULL, 0);
+	X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints,
+						ca ? "critical,CA:TRUE" : "CA:FALSE");
+	X509_add_ext(x, e, -1);
+	X509_EXTENSION_free(e);
+	if (ca) {
+		e = X509V3_EXT_conf_nid(NULL, &v3, NID_key_usage, "critical,keyCertSign,cRLSign");
+		X509_add_ext(x, e, -1);
+		X509_EXTENSION_free(e);
+	}
+	if (eku) {
+		e = X509V3_EXT_conf_nid(NULL, &v3, NID_ext_key_usage, eku);
+		X509_add_ext(x, e, -1);
+		X509_EXTENSION_free(e);
+	}
+	X509_sign(x, issuer ? issuer->key : out.key, EVP_sha256());
+	if (dir) {
+		char path[300];
+		snprintf(path, sizeof(path), "%s/%s.crt", dir, name);
+		FILE *f = fopen(path, "w");
+		if (f) {
+			PEM_write_X509(f, x);
+			fclose(f);
+		}
+		snprintf(path, sizeof(path), "%s/%s.key", dir, name);
+		f = fopen(path, "w");
+		if (f) {
+			PEM_write_PrivateKey(f, out.key, NULL, NULL, 0, NULL, NULL);
+			fclose(f);
+		}
+	}
+	return out;
+}
+
+static void issued_free(struct issued *i)
+{
+	X509_free(i->cert);
+	EVP_PKEY_free(i->key);
+}
+
+/* GET /echo with the client certificate dir/name.crt (NULL: none), on a new
+ * connection unless h is reused by the caller. The "client_cert" the
+ * server reported goes to cn ("" when none). */
+static CURLcode mtls_get(CURL *h, const char *base, const char *dir, const char *name,
+			 long *status, char *cn, size_t cap)
+{
+	char url[256], crt[300], key[300];
+	struct resp r;
+	snprintf(url, sizeof(url), "%s/echo", base);
+	if (name) {
+		snprintf(crt, sizeof(crt), "%s/%s.crt", dir, name);
+		snprintf(key, sizeof(key), "%s/%s.key", dir, name);
+		curl_easy_setopt(h, CURLOPT_SSLCERT, crt);
+		curl_easy_setopt(h, CURLOPT_SSLKEY, key);
+	}
+	req_do(h, "GET", url, NULL, NULL, &r);
+	*status = r.status;
+	cn[0] = '\0';
+	cJSON *o = r.rc == CURLE_OK ? cJSON_Parse(r.body) : NULL;
+	const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "client_cert");
+	if (cJSON_IsString(c))
+		snprintf(cn, cap, "%s", c->valuestring);
+	cJSON_Delete(o);
+	return r.rc;
+}
+
+/* A fresh handle: one connection, one request. */
+static CURLcode mtls_once(const char *base, const char *dir, const char *name, long *status,
+			  char *cn, size_t cap)
+{
+	CURL *h = client_new();
+	CURLcode rc = mtls_get(h, base, dir, name, status, cn, cap);
+	curl_easy_cleanup(h);
+	return rc;
+}
+
+static bool write_file(const char *path, const char *a, const char *b)
+{
+	char tmp[320];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return false;
+	char *buf = NULL;
+	size_t len = 0;
+	for (const char *src = a; src; src = src == a ? b : NULL) {
+		if (read_file_bounded(src, 1 << 20, &buf, &len) == 0)
+			fwrite(buf, 1, len, f);
+		free(buf);
+		buf = NULL;
+	}
+	fclose(f);
+	return rename(tmp, path) == 0;
+}
+
+static void test_tls_client_certs(void)
+{
+	char dir[] = "/tmp/sbx-http-mtls-XXXXXX";
+	char cert[256], key[256], path[300], cas[300], cn[128], err[512];
+	long st = 0;
+	REQUIRE(mkdtemp(dir) != NULL);
+	REQUIRE(make_cert(dir, cert, key, sizeof(cert)));
+	struct issued ca_a = issue(dir, "ca-a", "CN=client CA a", NULL, true, -60, 86400, NULL);
+	struct issued ca_b = issue(dir, "ca-b", "CN=client CA b", NULL, true, -60, 86400, NULL);
+	struct issued certs[] = {
+		issue(dir, "runner", "CN=ci-runner", &ca_a, false, -60, 3600, "clientAuth"),
+		issue(dir, "plain", "CN=plain-leaf", &ca_a, false, -60, 3600, NULL),
+		issue(dir, "other-ca", "CN=ci-runner", &ca_b, false, -60, 3600, "clientAuth"),
+		issue(dir, "expired", "CN=ci-runner", &ca_a, false, -7200, -3600, "clientAuth"),
+		issue(dir, "future", "CN=ci-runner", &ca_a, false, 3600, 7200, "clientAuth"),
+		issue(dir, "server-only", "CN=ci-runner", &ca_a, false, -60, 3600, "serverAuth"),
+		issue(dir, "self", "CN=ci-runner", NULL, false, -60, 3600, "clientAuth"),
+		issue(dir, "spaced", "CN=two words", &ca_a, false, -60, 3600, "clientAuth"),
+		issue(dir, "two-cns", "CN=a,CN=b", &ca_a, false, -60, 3600, "clientAuth"),
+		issue(dir, "utf8", "CN=r\xc3\xa9sum\xc3\xa9", &ca_a, false, -60, 3600, "clientAuth"),
+	};
+	snprintf(cas, sizeof(cas), "%s/client-cas.pem", dir);
+	snprintf(path, sizeof(path), "%s/ca-a.crt", dir);
+	REQUIRE(write_file(cas, path, NULL));
+
+	struct http_server_opts o = default_opts();
+	o.tls_cert_file = cert;
+	o.tls_key_file = key;
+	o.tls_client_ca_file = cas;
+	struct tserver ts;
+	bool started = server_start(&ts, &o);
+	CHECK(started);
+	if (!started)
+		goto out;
+
+	/* no certificate: served, no client_cert */
+	CHECK_INT(mtls_once(ts.base, dir, NULL, &st, cn, sizeof(cn)), CURLE_OK);
+	CHECK_INT(st, 200);
+	CHECK_STR(cn, "");
+	/* a good one, and one without extendedKeyUsage (any purpose) */
+	CHECK_INT(mtls_once(ts.base, dir, "runner", &st, cn, sizeof(cn)), CURLE_OK);
+	CHECK_INT(st, 200);
+	CHECK_STR(cn, "ci-runner");
+	CHECK_INT(mtls_once(ts.base, dir, "plain", &st, cn, sizeof(cn)), CURLE_OK);
+	CHECK_STR(cn, "plain-leaf");
+	/* verified, but no CN we can name: "?" */
+	static const char *const unnamed[] = { "spaced", "two-cns", "utf8" };
+	for (size_t i = 0; i < ARRAY_SIZE(unnamed); i++) {
+		CHECK_INT(mtls_once(ts.base, dir, unnamed[i], &st, cn, sizeof(cn)), CURLE_OK);
+		CHECK_INT(st, 200);
+		CHECK_STR(cn, "?");
+	}
+	/* refused at the handshake: no answer at all */
+	static const char *const refused[] = { "other-ca", "expired", "future", "server-only",
+					       "self" };
+	for (size_t i = 0; i < ARRAY_SIZE(refused); i++) {
+		CURLcode rc = mtls_once(ts.base, dir, refused[i], &st, cn, sizeof(cn));
+		CHECK(rc != CURLE_OK);
+		CHECK_INT(st, 0);
+		if (rc == CURLE_OK)
+			fprintf(stderr, "  %s was accepted\n", refused[i]);
+	}
+
+	/* a resumed session keeps its certificate */
+	CURL *h = client_new();
+	curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
+	for (int i = 0; i < 3; i++) {
+		CHECK_INT(mtls_get(h, ts.base, dir, "runner", &st, cn, sizeof(cn)), CURLE_OK);
+		CHECK_INT(st, 200);
+		CHECK_STR(cn, "ci-runner");
+	}
+	curl_easy_cleanup(h);
+
+	/* the CA file changes to CA b: b's clients get in, a's do not */
+	uint64_t reloads = stats(&ts).tls_reloads;
+	snprintf(path, sizeof(path), "%s/ca-b.crt", dir);
+	REQUIRE(write_file(cas, path, NULL));
+	int64_t t0 = now_ms();
+	while (stats(&ts).tls_reloads == reloads && now_ms() - t0 < 10000)
+		usleep(50 * 1000);
+	CHECK_INT(stats(&ts).tls_reloads, reloads + 1);
+	CHECK_INT(mtls_once(ts.base, dir, "other-ca", &st, cn, sizeof(cn)), CURLE_OK);
+	CHECK_STR(cn, "ci-runner");
+	CHECK(mtls_once(ts.base, dir, "runner", &st, cn, sizeof(cn)) != CURLE_OK);
+	/* both CAs */
+	char path_a[300];
+	snprintf(path_a, sizeof(path_a), "%s/ca-a.crt", dir);
+	reloads = stats(&ts).tls_reloads;
+	REQUIRE(write_file(cas, path_a, path));
+	http_server_reload_tls(ts.srv);
+	t0 = now_ms();
+	while (stats(&ts).tls_reloads == reloads && now_ms() - t0 < 10000)
+		usleep(50 * 1000);
+	CHECK_INT(mtls_once(ts.base, dir, "runner", &st, cn, sizeof(cn)), CURLE_OK);
+	CHECK_INT(mtls_once(ts.base, dir, "other-ca", &st, cn, sizeof(cn)), CURLE_OK);
+	/* a CA file that is not one: refused, the previous CAs stay */
+	uint64_t failures = stats(&ts).tls_reload_failures;
+	snprintf(path, sizeof(path), "%s/runner.crt", dir);
+	REQUIRE(write_file(cas, path, NULL));
+	t0 = now_ms();
+	while (stats(&ts).tls_reload_failures == failures && now_ms() - t0 < 10000)
+		usleep(50 * 1000);
+	CHECK_INT(stats(&ts).tls_reload_failures, failures + 1);
+	CHECK_INT(mtls_once(ts.base, dir, "runner", &st, cn, sizeof(cn)), CURLE_OK);
+	CHECK_STR(cn, "ci-runner");
+	server_stop(&ts);
+	server_free(&ts);
+
+	/* refused at start: a leaf in the CA file, an empty file, no TLS */
+	o = default_opts();
+	o.tls_cert_file = cert;
+	o.tls_key_file = key;
+	o.tls_client_ca_file = cas; /* holds runner.crt now */
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "not a CA certificate") != NULL);
+	snprintf(path, sizeof(path), "%s/empty.pem", dir);
+	FILE *f = fopen(path, "w");
+	if (f)
+		fclose(f);
+	o.tls_client_ca_file = path;
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "no certificate in client CA file") != NULL);
+	o = default_opts();
+	o.tls_client_ca_file = cas;
+	CHECK(http_server_new(&o, handler, NULL, err, sizeof(err)) == NULL);
+	CHECK(strstr(err, "need TLS") != NULL);
+out:
+	for (size_t i = 0; i < ARRAY_SIZE(certs); i++)
+		issued_free(&certs[i]);
+	issued_free(&ca_a);
+	issued_free(&ca_b);
+	rm_tree(dir);
+}
+
 static void test_tls_new_errors(void)
 {
 	char dir[] = "/tmp/sbx-http-tls-bad-XXXXXX";
@@ -2297,6 +2563,7 @@ int main(int argc, char **argv)
 	RUN_IF(test_tls);
 	RUN_IF(test_tls_reload);
 	RUN_IF(test_tls_new_errors);
+	RUN_IF(test_tls_client_certs);
 	int64_t ms = server_stop(&S);
 	CHECK(ms < 5000);
 	server_free(&S);
