@@ -156,6 +156,11 @@ def main():
         st, sb, _ = api.call("POST", "/v1/sandboxes", {"template": "exec"})
         assert st == 201, sb
         sid, ns = sb["id"], env["KUBE_NAMESPACE"]
+        # exec.shell: none: the same exec without the wrapper shell (and so
+        # without env, workdir and the kill on timeout): what the controller
+        # itself adds, apart from the wrapper's process start
+        st, bare, _ = api.call("POST", "/v1/sandboxes", {"template": "bare"})
+        assert st == 201, bare
         print(f"machine: {os.cpu_count()} cores")
         u = urllib.parse.urlparse(env["KUBE_SERVER"])
         ctx = ssl.create_default_context(cafile=env["KUBE_CA_FILE"])
@@ -170,10 +175,14 @@ def main():
             return Stream("127.0.0.1", ctl.port, f"/v1/sandboxes/{sid}/exec?" + q(cmd),
                           ours_hdr)
 
+        def ours_bare(cmd):
+            return Stream("127.0.0.1", ctl.port, f"/v1/sandboxes/{bare['id']}/exec?" + q(cmd),
+                          ours_hdr)
+
         # 1. round trip of `true`, interleaved so that drift hits both alike
-        d_ms, o_ms, p_ms = [], [], []
+        d_ms, o_ms, b_ms, p_ms = [], [], [], []
         for i in range(args.n + 10):
-            for fn, acc in ((direct, d_ms), (ours, o_ms)):
+            for fn, acc in ((direct, d_ms), (ours, o_ms), (ours_bare, b_ms)):
                 t0 = time.perf_counter()
                 s = fn(["true"])
                 _, status = s.drain()
@@ -190,6 +199,9 @@ def main():
         summary("direct WebSocket exec `true` (API server)", d_ms)
         summary("through the controller (WebSocket)", o_ms)
         print(f"{'':<52} controller adds {pct(o_ms, 50) - pct(d_ms, 50):+.2f} ms at p50", flush=True)
+        summary("through the controller, exec.shell: none", b_ms)
+        print(f"{'':<52} controller without the wrapper adds "
+              f"{pct(b_ms, 50) - pct(d_ms, 50):+.2f} ms at p50", flush=True)
         summary("through the controller (one-shot POST, keep-alive off)", p_ms)
 
         # 2. throughput

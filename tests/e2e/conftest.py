@@ -133,6 +133,17 @@ templates:
       limits: {{cpu: 500m, memory: 256Mi, ephemeral-storage: 1Gi}}
     network: {{profile: none}}
     exec: {{shell: /nonexistent/sh}}
+  - name: bare
+    image: busybox
+    command: ["sleep", "infinity"]
+    workspace: {{path: {exec_ws}, size: 256Mi}}
+    user: 1000
+    group: 1000
+    resources:
+      requests: {{cpu: 100m, memory: 64Mi, ephemeral-storage: 64Mi}}
+      limits: {{cpu: 500m, memory: 256Mi, ephemeral-storage: 1Gi}}
+    network: {{profile: none}}
+    exec: {{shell: none}}
   - name: huge
     image: debian:bookworm-slim
     command: ["sleep", "infinity"]

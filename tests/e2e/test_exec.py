@@ -45,7 +45,7 @@ def pids_of(cmdline):
 def sbx(controller):
     api = controller.as_("acme")
     made = {}
-    for t in ("exec", "locked", "noshell"):
+    for t in ("exec", "locked", "noshell", "bare"):
         st, sb, _ = api.call("POST", "/v1/sandboxes", {"template": t})
         assert st == 201, sb
         made[t] = sb["id"]
@@ -217,6 +217,25 @@ def test_missing_shell_is_a_clear_error(controller, sbx):
     assert st == 502, r
     assert r["error"]["code"] == "exec_failed"
     assert "exec.shell" in r["error"]["message"]
+
+
+def test_without_a_shell(controller, sbx):
+    """exec.shell: none: argv goes to the Pod as it is, with no wrapper; env,
+    workdir and files need the wrapper and are refused up front"""
+    api = controller.as_("acme")
+    st, r, _ = run(api, sbx["bare"], {"command": ["echo", "$HOME", "a b"]})
+    assert st == 200, r
+    assert r["exit_code"] == 0 and r["stdout"] == "$HOME a b\n", r
+    st, r, _ = run(api, sbx["bare"], {"command": ["sh", "-c", "exit 3"]})
+    assert st == 200 and r["exit_code"] == 3, r
+    for body in ({"command": ["true"], "env": {"A": "1"}}, {"command": ["true"], "workdir": "."}):
+        st, r, _ = run(api, sbx["bare"], body)
+        assert st == 422 and r["error"]["code"] == "unsupported", (body, r)
+    st, r, _ = api.call("GET", f"/v1/sandboxes/{sbx['bare']}/files?path=.")
+    assert st == 422 and r["error"]["code"] == "unsupported", r
+    # the deadline still answers (the process is not killed: no wrapper)
+    st, r, _ = run(api, sbx["bare"], {"command": ["sleep", "3"], "timeout_seconds": 1})
+    assert st == 200 and r["timed_out"] is True and r["killed"] is False, r
 
 
 def test_not_ready_is_409(controller):

@@ -134,7 +134,7 @@ def test_templates(api):
     status, body, _ = api.call("GET", "/v1/templates")
     assert status == 200
     names = {t["name"]: t for t in body["items"]}
-    assert set(names) == {"python", "web", "ci", "huge", "exec", "locked", "noshell"}
+    assert set(names) == {"python", "web", "ci", "huge", "exec", "locked", "noshell", "bare"}
     assert names["web"]["network"] == "internet"
     assert names["python"]["max_timeout_seconds"] == 3600
 
