@@ -41,6 +41,15 @@ if ! python3 -c 'import pytest' >/dev/null 2>&1; then
 	python3 -c 'import pytest' || { echo "install-deps: cannot install pytest" >&2; exit 1; }
 fi
 
+# PyYAML: tests/e2e/test_helm.py compares the chart's render with manifests/
+if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+	echo "install-deps: installing PyYAML" >&2
+	python3 -m pip install -q pyyaml 2>/dev/null ||
+		{ sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo;
+		  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-yaml >/dev/null; }
+	python3 -c 'import yaml' || { echo "install-deps: cannot install PyYAML" >&2; exit 1; }
+fi
+
 if ! command -v go >/dev/null 2>&1; then
 	echo "install-deps: Go >= 1.24 is needed to build the test control plane (go.dev/doc/install)" >&2
 	exit 1
