@@ -214,18 +214,21 @@ static void forward(struct bridge *b, int channel, const char *data, size_t len)
 	}
 	msg[0] = (char)channel;
 	memcpy(msg + 1, data, len);
+	/* the send and the pause under b->mu, as w_send_ready decides under it:
+	 * otherwise the queue can drain and on_send_ready come between an
+	 * -EAGAIN and the pause, and nothing resumes the output (seen once
+	 * the exec client read fast enough to fill the queue all the time) */
+	pthread_mutex_lock(&b->mu);
 	int rc = http_ws_send(b->ws, msg, len + 1, true);
+	if (rc == -EAGAIN && !b->out_paused) {
+		b->out_paused = true;
+		b->pauses++;
+		(void)kube_exec_pause_output(b->ks, true);
+	}
+	pthread_mutex_unlock(&b->mu);
 	free(msg);
 	b->bytes_out += len;
-	if (rc == -EAGAIN) {
-		pthread_mutex_lock(&b->mu);
-		if (!b->out_paused) {
-			b->out_paused = true;
-			b->pauses++;
-			(void)kube_exec_pause_output(b->ks, true);
-		}
-		pthread_mutex_unlock(&b->mu);
-	} else if (rc == -ENOBUFS || rc == -EMSGSIZE) {
+	if (rc == -ENOBUFS || rc == -EMSGSIZE) {
 		log_warn("exec stream to sandbox %s: the client's queue overflowed; closing", b->pod);
 		http_ws_close(b->ws, 1011, "send queue overflow");
 	}

@@ -6,7 +6,11 @@
  * the work other threads queued (new sessions, and sessions marked "dirty" by
  * a write, a pause, a resize or a cancel) and applies it: it connects, turns
  * rx flow control on or off, asks for WRITEABLE callbacks, or kills a
- * connection. Data is written only in CLIENT_WRITEABLE.
+ * connection. Data is written only in RAW_WRITEABLE.
+ *
+ * The connection is a raw lws socket: TLS (OpenSSL over memory BIOs), the
+ * HTTP upgrade and the WebSocket framing are done here (see "the client"
+ * below for why), so that received payload is handled in bulk.
  *
  * Sessions are reference counted: one reference for the caller (dropped by
  * kube_exec_release), one for the service thread (dropped after on_close),
@@ -16,7 +20,8 @@
  * Lock order: session, then client.
  *
  * The pure parts (path building, server URL parsing, status decoding,
- * framing and the receive demultiplexer) come first and are unit-tested.
+ * framing, the receive demultiplexer, and the WebSocket frame parser, frame
+ * writer and handshake checks) come first and are unit-tested.
  */
 #include "kube_exec.h"
 
@@ -25,6 +30,7 @@
 #include "util.h"
 #include "version.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -32,14 +38,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
 #include <libwebsockets.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 /* ---- pure parts ---- */
 
@@ -340,13 +349,330 @@ enum kube_err kube_exec_demux_feed(struct kube_exec_demux *d, const void *data, 
 	return KUBE_OK;
 }
 
+/* ---- WebSocket framing and handshake (RFC 6455), client side ---- */
+
+int kube_ws_parse_header(const unsigned char *p, size_t n, bool in_message,
+			 struct kube_ws_header *h, const char **why)
+{
+	if (n < 2)
+		return 0;
+	/* refuse as soon as the first two bytes say so, not after the length */
+	unsigned op = p[0] & 0x0fu;
+	h->fin = (p[0] & 0x80u) != 0;
+	h->opcode = op;
+	if (p[0] & 0x70u) {
+		*why = "a frame with reserved bits set (no extension was negotiated)";
+		return -1;
+	}
+	if (p[1] & 0x80u) {
+		*why = "a masked frame from the server";
+		return -1;
+	}
+	switch (op) {
+	case KUBE_WS_OP_CONT:
+		if (!in_message) {
+			*why = "a continuation frame outside a message";
+			return -1;
+		}
+		break;
+	case KUBE_WS_OP_TEXT:
+	case KUBE_WS_OP_BINARY:
+		if (in_message) {
+			*why = "a new data frame inside a fragmented message";
+			return -1;
+		}
+		break;
+	case KUBE_WS_OP_CLOSE:
+	case KUBE_WS_OP_PING:
+	case KUBE_WS_OP_PONG:
+		if (!h->fin) {
+			*why = "a fragmented control frame";
+			return -1;
+		}
+		if ((p[1] & 0x7fu) > KUBE_WS_MAX_CONTROL) {
+			*why = "a control frame longer than 125 bytes";
+			return -1;
+		}
+		break;
+	default:
+		*why = "a frame with an unknown opcode";
+		return -1;
+	}
+	unsigned l7 = p[1] & 0x7fu;
+	if (l7 < 126) {
+		h->len = l7;
+		return 2;
+	}
+	if (l7 == 126) {
+		if (n < 4)
+			return 0;
+		h->len = ((uint64_t)p[2] << 8) | p[3];
+		return 4;
+	}
+	if (n < 10)
+		return 0;
+	if (p[2] & 0x80u) {
+		*why = "a 64-bit frame length with its top bit set";
+		return -1;
+	}
+	uint64_t v = 0;
+	for (int i = 2; i < 10; i++)
+		v = (v << 8) | p[i];
+	h->len = v;
+	return 10;
+}
+
+size_t kube_ws_frame_header(unsigned char *out, bool fin, unsigned opcode, uint64_t len,
+			    const unsigned char *mask)
+{
+	size_t n = 0;
+	unsigned char m = mask ? 0x80u : 0;
+	out[n++] = (unsigned char)((fin ? 0x80u : 0) | (opcode & 0x0fu));
+	if (len < 126) {
+		out[n++] = (unsigned char)(m | len);
+	} else if (len <= 0xffff) {
+		out[n++] = m | 126;
+		out[n++] = (unsigned char)(len >> 8);
+		out[n++] = (unsigned char)len;
+	} else {
+		out[n++] = m | 127;
+		for (int i = 7; i >= 0; i--)
+			out[n++] = (unsigned char)(len >> (8 * i));
+	}
+	if (mask) {
+		memcpy(out + n, mask, 4);
+		n += 4;
+	}
+	return n;
+}
+
+void kube_ws_mask(unsigned char *p, size_t len, const unsigned char mask[4])
+{
+	/* eight bytes at a time: the key repeats every 4, so a doubled key
+	 * applies to any 8-byte block that starts at a multiple of 4 */
+	uint64_t k8;
+	unsigned char kk[8];
+	memcpy(kk, mask, 4);
+	memcpy(kk + 4, mask, 4);
+	memcpy(&k8, kk, 8);
+	size_t i = 0;
+	for (; i + 8 <= len; i += 8) {
+		uint64_t v;
+		memcpy(&v, p + i, 8);
+		v ^= k8;
+		memcpy(p + i, &v, 8);
+	}
+	for (; i < len; i++)
+		p[i] ^= mask[i & 3];
+}
+
+int kube_ws_accept(const char *key, char out[29])
+{
+	static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+	char in[128];
+	out[0] = '\0';
+	int n = snprintf(in, sizeof(in), "%s%s", key, guid);
+	if (n < 0 || (size_t)n >= sizeof(in))
+		return -EIO;
+	if (EVP_Digest(in, (size_t)n, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20) {
+		ERR_clear_error();
+		return -EIO;
+	}
+	EVP_EncodeBlock((unsigned char *)out, md, 20); /* 28 characters and a NUL */
+	return 0;
+}
+
+static bool ascii_ieq(const char *a, size_t alen, const char *b)
+{
+	size_t blen = strlen(b);
+	return alen == blen && strncasecmp(a, b, blen) == 0;
+}
+
+/* Does the comma-separated list v[0..len) hold token (any case)? */
+static bool list_has(const char *v, size_t len, const char *token)
+{
+	const char *end = v + len;
+	while (v < end) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		const char *e = comma ? comma : end;
+		const char *a = v, *b = e;
+		while (a < b && (*a == ' ' || *a == '\t'))
+			a++;
+		while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+			b--;
+		if (ascii_ieq(a, (size_t)(b - a), token))
+			return true;
+		v = comma ? comma + 1 : end;
+	}
+	return false;
+}
+
+static void copy_value(char *dst, size_t cap, const char *v, size_t len)
+{
+	/* a value too long for dst is cut: it then matches nothing we compare
+	 * it with, which are all shorter */
+	if (len >= cap)
+		len = cap - 1;
+	memcpy(dst, v, len);
+	dst[len] = '\0';
+}
+
+int kube_ws_parse_response(const char *head, size_t len, struct kube_ws_response *r)
+{
+	memset(r, 0, sizeof(*r));
+	const char *p = head, *end = head + len;
+	const char *eol = memchr(p, '\n', len);
+	if (!eol || eol - p < 12 || memcmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ')
+		return -EINVAL;
+	int status = 0;
+	for (int i = 9; i < 12; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return -EINVAL;
+		status = status * 10 + (p[i] - '0');
+	}
+	if (p[12] != ' ' && p[12] != '\r' && p[12] != '\n')
+		return -EINVAL;
+	r->status = status;
+	for (p = eol + 1; p < end; p = eol + 1) {
+		eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			eol = end;
+		const char *le = eol;
+		if (le > p && le[-1] == '\r')
+			le--;
+		if (le == p)
+			break; /* the empty line ends the head */
+		const char *colon = memchr(p, ':', (size_t)(le - p));
+		if (!colon)
+			return -EINVAL;
+		const char *v = colon + 1, *ve = le;
+		while (v < ve && (*v == ' ' || *v == '\t'))
+			v++;
+		while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+			ve--;
+		size_t nl = (size_t)(colon - p), vl = (size_t)(ve - v);
+		if (ascii_ieq(p, nl, "upgrade"))
+			r->upgrade = ascii_ieq(v, vl, "websocket");
+		else if (ascii_ieq(p, nl, "connection"))
+			r->connection = list_has(v, vl, "upgrade");
+		else if (ascii_ieq(p, nl, "sec-websocket-accept"))
+			copy_value(r->accept, sizeof(r->accept), v, vl);
+		else if (ascii_ieq(p, nl, "sec-websocket-protocol"))
+			copy_value(r->protocol, sizeof(r->protocol), v, vl);
+		if (eol == end)
+			break;
+	}
+	return 0;
+}
+
+/* The end of a frame's payload: pass control frames on whole. */
+static enum kube_err ws_frame_done(struct kube_ws_rx *rx, const struct kube_ws_rx_sink *sink,
+				   void *ud)
+{
+	rx->in_frame = false;
+	if (rx->f.opcode >= KUBE_WS_OP_CLOSE)
+		return sink->on_control(ud, rx->f.opcode, rx->ctl, rx->ctl_have);
+	if (rx->f.fin)
+		rx->in_message = false;
+	return KUBE_OK;
+}
+
+enum kube_err kube_ws_rx_feed(struct kube_ws_rx *rx, const void *data, size_t len,
+			      const struct kube_ws_rx_sink *sink, void *ud, const char **why)
+{
+	const unsigned char *p = data;
+	enum kube_err rc;
+	while (len) {
+		if (!rx->in_frame) {
+			/* a header: in place when whole, else kept across pieces */
+			int hl;
+			size_t used;
+			if (rx->hdr_have == 0) {
+				hl = kube_ws_parse_header(p, len, rx->in_message, &rx->f, why);
+				if (hl == 0) {
+					memcpy(rx->hdr, p, len); /* len < KUBE_WS_MAX_HEADER */
+					rx->hdr_have = len;
+					return KUBE_OK;
+				}
+				used = (size_t)(hl > 0 ? hl : 0);
+			} else {
+				size_t take = KUBE_WS_MAX_HEADER - rx->hdr_have;
+				if (take > len)
+					take = len;
+				memcpy(rx->hdr + rx->hdr_have, p, take);
+				hl = kube_ws_parse_header(rx->hdr, rx->hdr_have + take,
+							  rx->in_message, &rx->f, why);
+				if (hl == 0) {
+					rx->hdr_have += take;
+					return KUBE_OK; /* take was all of len */
+				}
+				used = hl > 0 ? (size_t)hl - rx->hdr_have : 0;
+			}
+			if (hl < 0)
+				return KUBE_ERR_PROTOCOL;
+			p += used;
+			len -= used;
+			rx->hdr_have = 0;
+			rx->in_frame = true;
+			rx->left = rx->f.len;
+			rx->ctl_have = 0;
+			if (rx->f.opcode == KUBE_WS_OP_TEXT || rx->f.opcode == KUBE_WS_OP_BINARY)
+				rx->in_message = true;
+			if (rx->left == 0) {
+				/* an empty frame: an empty final one still ends its message */
+				if (rx->f.opcode < KUBE_WS_OP_CLOSE && rx->f.fin) {
+					rc = sink->on_data(ud, p, 0, true);
+					if (rc != KUBE_OK)
+						return rc;
+				}
+				rc = ws_frame_done(rx, sink, ud);
+				if (rc != KUBE_OK)
+					return rc;
+			}
+			continue;
+		}
+		size_t k = rx->left < len ? (size_t)rx->left : len;
+		if (rx->f.opcode >= KUBE_WS_OP_CLOSE) {
+			memcpy(rx->ctl + rx->ctl_have, p, k); /* left <= 125 by the header check */
+			rx->ctl_have += k;
+		} else {
+			rc = sink->on_data(ud, p, k, rx->f.fin && k == rx->left);
+			if (rc != KUBE_OK)
+				return rc;
+		}
+		rx->left -= k;
+		p += k;
+		len -= k;
+		if (rx->left == 0) {
+			rc = ws_frame_done(rx, sink, ud);
+			if (rc != KUBE_OK)
+				return rc;
+		}
+	}
+	return KUBE_OK;
+}
+
 /* ---- the client ---- */
 
+/*
+ * The connection: libwebsockets carries the bytes (a raw-skt client: TCP,
+ * the event loop, timeouts, rx flow control) and this file speaks TLS,
+ * HTTP/1.1 and WebSocket over it. Why: lws 4.1's WebSocket client parses
+ * every received payload byte in a per-byte state machine, which took more
+ * CPU than everything else in a large stream; here payload goes to the demux
+ * in place. Why TLS is ours too: lws 4.1 starts TLS on a raw client before
+ * the socket exists (method "RAW" with LCCSCF_USE_SSL fails at once with
+ * EBADF), so TLS runs over memory BIOs: ciphertext in from RAW_RX, out
+ * through lws_write(LWS_WRITE_RAW), with the client's SSL_CTX as before.
+ */
+
 #define TOKEN_REREAD_MS 60000
-#define HS_BUF_SIZE (128u << 10)   /* lws pt_serv_buf_size: the handshake is built here */
-#define AH_DATA_SIZE (48u << 10)   /* lws header table: request path + response headers */
-#define AH_POOL 64                 /* handshakes in flight at once (more wait) */
-#define HS_OVERHEAD 2048           /* our handshake besides the path and the token */
+#define HS_MAX_REQUEST (128u << 10) /* our handshake request: path, token, headers */
+#define HS_OVERHEAD 2048            /* our handshake besides the path and the token */
+#define HS_TIMEOUT_S 30             /* connected to upgraded (TLS and HTTP) */
+#define TX_CIPHER (64u << 10)       /* TLS output moved to lws per write */
 
 struct stdin_chunk {
 	struct stdin_chunk *next;
@@ -355,6 +681,15 @@ struct stdin_chunk {
 };
 
 enum session_state { ST_NEW, ST_CONNECTING, ST_OPEN, ST_DONE };
+
+/* Handshake progress of a connected session. */
+enum hs_state {
+	HS_NONE,  /* not connected yet */
+	HS_TLS,   /* TLS handshake running */
+	HS_SEND,  /* the upgrade request is due */
+	HS_WAIT,  /* waiting for the answer's head */
+	HS_DONE,  /* upgraded: WebSocket frames both ways */
+};
 
 struct kube_exec_session {
 	struct kube_exec_client *client;
@@ -393,6 +728,20 @@ struct kube_exec_session {
 	bool got_status;
 	bool finalized;
 	struct kube_error fail; /* the error to report, when code != KUBE_OK */
+
+	/* the connection (service thread only) */
+	enum hs_state hs;
+	SSL *ssl;             /* NULL for http:// servers; owns its two memory BIOs */
+	char ws_key[25];      /* Sec-WebSocket-Key, base64 of 16 random bytes */
+	char *head;           /* the answer's head so far (KUBE_WS_MAX_RESPONSE_HEAD) */
+	size_t head_len;
+	struct kube_ws_rx ws;
+	bool pong_pending;
+	unsigned char pong[KUBE_WS_MAX_CONTROL];
+	size_t pong_len;
+	bool close_received;  /* the server's close: reply, then drop the connection */
+	unsigned char close_code[2];
+	size_t close_len;
 };
 
 struct kube_exec_client {
@@ -406,11 +755,12 @@ struct kube_exec_client {
 	atomic_uint nsessions;
 
 	char *address;
-	char *host_header;    /* tls_server_name or the host */
+	char *host_header;    /* tls_server_name or the host: SNI and certificate name */
+	char *host_port;      /* the Host header: host_header, and the port unless default */
 	char *base_path;
 	int port;
 	bool tls;
-	int ssl_flags;        /* LCCSCF_* */
+	int ssl_flags;        /* LCCSCF_*: which checks insecure_skip_tls_verify drops */
 
 	pthread_mutex_t mu;
 	bool lws_alive;       /* ctx may be woken */
@@ -424,10 +774,22 @@ struct kube_exec_client {
 
 	/* service thread only */
 	struct kube_exec_session *active;
-	unsigned char *txbuf; /* LWS_PRE + one message */
+	unsigned char *txbuf;    /* LWS_PRE + frame header + one message */
+	unsigned char *txcipher; /* LWS_PRE + TX_CIPHER */
+	unsigned char *rxplain;  /* KUBE_EXEC_RX_BUFFER: decrypted input */
 };
 
-static const char *const PROTOCOLS_ALL = KUBE_EXEC_PROTOCOL_V5 "," KUBE_EXEC_PROTOCOL_V4;
+static const char *const PROTOCOLS_ALL = KUBE_EXEC_PROTOCOL_V5 ", " KUBE_EXEC_PROTOCOL_V4;
+
+/* Free the TLS state and the handshake buffer (service thread, or the last
+ * reference of a session that never connected). */
+static void session_drop_transport(struct kube_exec_session *s)
+{
+	SSL_free(s->ssl);
+	s->ssl = NULL;
+	FREE_AND_NULL(s->head);
+	s->head_len = 0;
+}
 
 static void session_unref(struct kube_exec_session *s)
 {
@@ -439,6 +801,7 @@ static void session_unref(struct kube_exec_session *s)
 		free(ch);
 		ch = next;
 	}
+	session_drop_transport(s);
 	free_secret(s->token);
 	free(s->path);
 	free(s->label);
@@ -486,6 +849,7 @@ static void session_finalize(struct kube_exec_session *s, const struct kube_erro
 		lws_set_opaque_user_data(s->wsi, NULL);
 	s->wsi = NULL;
 	s->state = ST_DONE;
+	session_drop_transport(s);
 	/* unlink from the active list (pending sessions are not on it) */
 	if (s->prev)
 		s->prev->next = s->next;
@@ -536,7 +900,7 @@ static void session_fail(struct kube_exec_session *s, enum kube_err code, long h
 	va_end(ap);
 }
 
-/* ---- lws callbacks, one function per reason ---- */
+/* ---- the demux's sink ---- */
 
 static void on_rx_data(void *ud, int channel, const char *data, size_t len)
 {
@@ -561,158 +925,113 @@ static void on_rx_status(void *ud, const char *json, size_t len)
 
 static const struct kube_exec_demux_sink rx_sink = { on_rx_data, on_rx_status };
 
-static void cb_connection_error(struct kube_exec_session *s, struct lws *wsi, const char *in,
-				size_t len)
-{
-	unsigned status = lws_http_client_http_response(wsi);
-	char what[128];
-	snprintf(what, sizeof(what), "%.*s", in ? (int)(len < 120 ? len : 120) : 0,
-		 in ? in : "");
-	if (status && status != 101) {
-		enum kube_err code = kube_err_from_http((long)status, NULL);
-		if (code == KUBE_OK)
-			code = KUBE_ERR_PROTOCOL;
-		const char *hint = "";
-		switch (status) {
-		case 401:
-			hint = ": the API server did not accept the credentials";
-			pthread_mutex_lock(&s->client->mu);
-			s->client->token_stale = true; /* re-read a token file next time */
-			pthread_mutex_unlock(&s->client->mu);
-			break;
-		case 403:
-			hint = ": the credentials may not create pods/exec for this pod";
-			break;
-		case 404:
-			hint = ": no such pod";
-			break;
-		case 400:
-			hint = ": the API server refused the request (container, or Pod not running?)";
-			break;
-		default:
-			break;
-		}
-		session_fail(s, code, (long)status, "exec into pod \"%s\" refused with HTTP %u%s",
-			     s->label, status, hint);
-	} else {
-		/* lws 4.1 reports TLS failures as "connect SSL err 1: error:00000001";
-		 * the verify result says what was wrong with the certificate */
-		SSL *ssl = lws_get_ssl(wsi);
-		long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
-		if (vr != X509_V_OK)
-			session_fail(s, KUBE_ERR_TRANSPORT, 0,
-				     "exec into pod \"%s\": the API server's TLS certificate was "
-				     "refused: %s",
-				     s->label, X509_verify_cert_error_string(vr));
-		else
-			session_fail(s, KUBE_ERR_TRANSPORT, 0,
-				     "exec into pod \"%s\": cannot connect: %s", s->label,
-				     what[0] ? what : "connection failed");
-	}
-	session_finalize(s, NULL);
-}
+/* ---- sending: TLS records and WebSocket frames ---- */
 
-/*
- * lws 4.1 writes the request line with lws_snprintf(p, 2048, "%s %s HTTP/1.1
- * \r\n", ...), which on truncation keeps 2047 bytes plus a NUL and returns
- * 2048: an exec URL with a few KiB of argv becomes a request line cut short,
- * a NUL, and the next header, and the API server answers 400. The handshake is
- * built at the start of the per-thread buffer whose size we set
- * (HS_BUF_SIZE), and APPEND_HANDSHAKE_HEADER gets len = (start + size) - p -
- * 12, which locates the start: put the whole line back. Done only after
- * checking that the buffer holds exactly that cut line, and only for lws 4.1
- * (later versions size the line by the buffer).
- */
-#define LWS_REQUEST_LINE_SPAN 2048
-static int repair_request_line(struct kube_exec_session *s, char **p, size_t len)
+/* Move TLS output to lws: one lws_write per call (lws keeps what the socket
+ * does not take and sends it before the next WRITEABLE). */
+static int tls_flush(struct kube_exec_session *s, struct lws *wsi)
 {
-#if LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR == 1
-	size_t plen = strlen(s->path);
-	size_t full = 4 + plen + 11; /* "GET " path " HTTP/1.1\r\n" */
-	if (full < LWS_REQUEST_LINE_SPAN)
-		return 0; /* it fitted */
-	if (len + 12 > HS_BUF_SIZE)
-		return -1;
-	char *pkt = *p + len + 12 - HS_BUF_SIZE;
-	size_t grow = full - LWS_REQUEST_LINE_SPAN;
-	if (*p - pkt < LWS_REQUEST_LINE_SPAN || memcmp(pkt, "GET ", 4) != 0 ||
-	    memcmp(pkt + 4, s->path, LWS_REQUEST_LINE_SPAN - 5) != 0 ||
-	    pkt[LWS_REQUEST_LINE_SPAN - 1] != '\0' || grow + 1024 > len)
-		return -1;
-	memmove(pkt + full, pkt + LWS_REQUEST_LINE_SPAN,
-		(size_t)(*p - (pkt + LWS_REQUEST_LINE_SPAN)));
-	memcpy(pkt + 4, s->path, plen);
-	memcpy(pkt + 4 + plen, " HTTP/1.1\r\n", 11);
-	*p += grow;
-	return 0;
-#else
-	(void)s;
-	(void)p;
-	(void)len;
-	return 0;
-#endif
-}
-
-static int cb_append_header(struct kube_exec_session *s, struct lws *wsi, void *in, size_t len)
-{
-	char **p = in;
-	char *end = *p + len; /* stays where it is when the line is repaired */
-	if (repair_request_line(s, p, len)) {
-		session_fail(s, KUBE_ERR_TOO_LARGE, 0,
-			     "exec into pod \"%s\": the request line is too long for this "
-			     "libwebsockets",
+	struct kube_exec_client *c = s->client;
+	BIO *w = SSL_get_wbio(s->ssl);
+	unsigned char *out = c->txcipher + LWS_PRE;
+	int n = BIO_read(w, out, (int)TX_CIPHER);
+	if (n > 0 && lws_write(wsi, out, (size_t)n, LWS_WRITE_RAW) < n) {
+		session_fail(s, KUBE_ERR_TRANSPORT, 0, "exec stream to pod \"%s\": write failed",
 			     s->label);
 		return -1;
 	}
-	static const char ua[] = "sandbox-controller/" SBX_VERSION;
-	if (lws_add_http_header_by_name(wsi, (const unsigned char *)"user-agent:",
-					(const unsigned char *)ua, (int)strlen(ua),
-					(unsigned char **)p, (unsigned char *)end))
-		return -1;
-	if (!s->token)
+	if (BIO_ctrl_pending(w))
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* Send bytes (p has LWS_PRE bytes of room before it). Without TLS they go to
+ * lws as they are; with TLS they are encrypted into the output BIO (which
+ * takes them whole) and flushed. */
+static int emit(struct kube_exec_session *s, struct lws *wsi, unsigned char *p, size_t len)
+{
+	if (!s->ssl) {
+		if (lws_write(wsi, p, len, LWS_WRITE_RAW) < (int)len) {
+			session_fail(s, KUBE_ERR_TRANSPORT, 0,
+				     "exec stream to pod \"%s\": write failed", s->label);
+			return -1;
+		}
 		return 0;
-	size_t tl = strlen(s->token);
-	char *v = malloc(tl + 8);
-	if (!v)
+	}
+	if (len > INT_MAX || SSL_write(s->ssl, p, (int)len) != (int)len) {
+		ERR_clear_error();
+		session_fail(s, KUBE_ERR_TRANSPORT, 0,
+			     "exec stream to pod \"%s\": TLS write failed", s->label);
 		return -1;
-	memcpy(v, "Bearer ", 7);
-	memcpy(v + 7, s->token, tl + 1);
-	int r = lws_add_http_header_by_name(wsi, (const unsigned char *)"authorization:",
-					    (const unsigned char *)v, (int)(tl + 7),
-					    (unsigned char **)p, (unsigned char *)end);
-	free_secret(v);
-	/* the handshake buffer keeps a copy only until it is sent; ours goes now */
+	}
+	return tls_flush(s, wsi);
+}
+
+/* Send one masked frame whose payload is at msg (in c->txbuf, with room for
+ * LWS_PRE and the header before it). The mask comes from the CSPRNG for every
+ * frame, as RFC 6455 5.3 asks of a client. */
+static int emit_frame(struct kube_exec_session *s, struct lws *wsi, unsigned opcode,
+		      unsigned char *msg, size_t len)
+{
+	unsigned char mask[4], hdr[KUBE_WS_MAX_HEADER];
+	if (random_bytes(mask, sizeof(mask))) {
+		session_fail(s, KUBE_ERR_TRANSPORT, 0,
+			     "exec stream to pod \"%s\": no random bytes for a frame mask",
+			     s->label);
+		return -1;
+	}
+	size_t hl = kube_ws_frame_header(hdr, true, opcode, len, mask);
+	memcpy(msg - hl, hdr, hl);
+	kube_ws_mask(msg, len, mask);
+	return emit(s, wsi, msg - hl, hl + len);
+}
+
+static unsigned char *tx_msg(struct kube_exec_client *c)
+{
+	return c->txbuf + LWS_PRE + KUBE_WS_MAX_HEADER;
+}
+
+/* The upgrade request. The token goes into it and nowhere else, and both
+ * are wiped once it is handed on. */
+static int send_request(struct kube_exec_session *s, struct lws *wsi)
+{
+	struct kube_exec_client *c = s->client;
+	size_t cap = strlen(s->path) + (s->token ? strlen(s->token) : 0) + HS_OVERHEAD;
+	char *req = malloc(LWS_PRE + cap);
+	if (!req) {
+		session_fail(s, KUBE_ERR_NOMEM, 0, "exec into pod \"%s\": out of memory", s->label);
+		return -1;
+	}
+	char *p = req + LWS_PRE;
+	int n = snprintf(p, cap,
+			 "GET %s HTTP/1.1\r\n"
+			 "Host: %s\r\n"
+			 "Upgrade: websocket\r\n"
+			 "Connection: Upgrade\r\n"
+			 "Sec-WebSocket-Key: %s\r\n"
+			 "Sec-WebSocket-Version: 13\r\n"
+			 "Sec-WebSocket-Protocol: %s\r\n"
+			 "User-Agent: sandbox-controller/" SBX_VERSION "\r\n"
+			 "%s%s%s"
+			 "\r\n",
+			 s->path, c->host_port, s->ws_key,
+			 s->v4_only ? KUBE_EXEC_PROTOCOL_V4 : PROTOCOLS_ALL,
+			 s->token ? "Authorization: Bearer " : "", s->token ? s->token : "",
+			 s->token ? "\r\n" : "");
 	free_secret(s->token);
 	s->token = NULL;
-	if (r) {
+	int rc = -1;
+	if (n < 0 || (size_t)n >= cap) {
 		session_fail(s, KUBE_ERR_TOO_LARGE, 0, "exec handshake for pod \"%s\" too large",
 			     s->label);
-		return -1;
+		n = (int)cap - 1;
+	} else if (emit(s, wsi, (unsigned char *)p, (size_t)n) == 0) {
+		s->hs = HS_WAIT;
+		rc = 0;
 	}
-	return 0;
-}
-
-static int cb_filter_pre_establish(struct kube_exec_session *s, struct lws *wsi)
-{
-	char proto[40] = "";
-	if (lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL) > 0 &&
-	    lws_hdr_copy(wsi, proto, sizeof(proto), WSI_TOKEN_PROTOCOL) < 0)
-		proto[0] = '\0';
-	int v = 0;
-	if (strcmp(proto, KUBE_EXEC_PROTOCOL_V5) == 0 && !s->v4_only)
-		v = 5;
-	else if (strcmp(proto, KUBE_EXEC_PROTOCOL_V4) == 0)
-		v = 4;
-	if (!v) {
-		session_fail(s, KUBE_ERR_PROTOCOL, 101,
-			     "exec into pod \"%s\": the server chose no supported protocol (\"%s\")",
-			     s->label, proto);
-		return -1;
-	}
-	pthread_mutex_lock(&s->mu);
-	s->proto = v;
-	pthread_mutex_unlock(&s->mu);
-	return 0;
+	secure_zero(req, LWS_PRE + (size_t)n + 1);
+	free(req);
+	return rc;
 }
 
 static bool has_output_locked(const struct kube_exec_session *s)
@@ -721,57 +1040,11 @@ static bool has_output_locked(const struct kube_exec_session *s)
 	       (s->stdin_close_req && !s->stdin_close_sent && s->proto == 5);
 }
 
-static int cb_established(struct kube_exec_session *s, struct lws *wsi)
-{
-	s->state = ST_OPEN;
-	pthread_mutex_lock(&s->mu);
-	bool out = has_output_locked(s);
-	bool pause = s->pause_req;
-	bool cancel = s->cancel_req;
-	if (s->proto == 4 && s->stdin_close_req && !s->stdin_close_sent) {
-		log_debug("kube exec: pod \"%s\": v4 has no stdin half-close; stdin stays open",
-			  s->label);
-		s->stdin_close_sent = true;
-	}
-	pthread_mutex_unlock(&s->mu);
-	if (cancel) {
-		session_fail(s, KUBE_ERR_CANCELLED, 0, "exec into pod \"%s\" cancelled", s->label);
-		return -1;
-	}
-	if (s->ops.on_open) {
-		s->in_cb = true;
-		s->ops.on_open(s->ud, s->proto == 5 ? KUBE_EXEC_PROTOCOL_V5 : KUBE_EXEC_PROTOCOL_V4);
-		s->in_cb = false;
-	}
-	if (pause && !s->pause_applied) {
-		lws_rx_flow_control(wsi, 0);
-		s->pause_applied = true;
-	}
-	if (out)
-		lws_callback_on_writable(wsi);
-	return 0;
-}
-
-static int cb_receive(struct kube_exec_session *s, struct lws *wsi, const void *in, size_t len)
-{
-	s->in_cb = true;
-	enum kube_err rc =
-		kube_exec_demux_feed(&s->rx, in, len, lws_is_final_fragment(wsi), &rx_sink, s);
-	s->in_cb = false;
-	if (rc != KUBE_OK) {
-		session_fail(s, rc, 0, "exec stream from pod \"%s\": %s", s->label,
-			     rc == KUBE_ERR_TOO_LARGE ? "a message or status over its size limit"
-						      : "out of memory");
-		lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, NULL, 0);
-		return -1;
-	}
-	return 0;
-}
-
+/* One message of ours: a resize, a stdin chunk or the v5 close of stdin. */
 static int cb_writeable(struct kube_exec_session *s, struct lws *wsi)
 {
 	struct kube_exec_client *c = s->client;
-	unsigned char *msg = c->txbuf + LWS_PRE;
+	unsigned char *msg = tx_msg(c);
 	size_t n = 0;
 	bool ready = false;
 	pthread_mutex_lock(&s->mu);
@@ -806,11 +1079,8 @@ static int cb_writeable(struct kube_exec_session *s, struct lws *wsi)
 	}
 	bool more = has_output_locked(s);
 	pthread_mutex_unlock(&s->mu);
-	if (n && lws_write(wsi, msg, n, LWS_WRITE_BINARY) < (int)n) {
-		session_fail(s, KUBE_ERR_TRANSPORT, 0, "exec stream to pod \"%s\": write failed",
-			     s->label);
+	if (n && emit_frame(s, wsi, KUBE_WS_OP_BINARY, msg, n))
 		return -1;
-	}
 	if (ready && s->ops.on_stdin_ready) {
 		s->in_cb = true;
 		s->ops.on_stdin_ready(s->ud);
@@ -819,6 +1089,393 @@ static int cb_writeable(struct kube_exec_session *s, struct lws *wsi)
 	if (more)
 		lws_callback_on_writable(wsi);
 	return 0;
+}
+
+/* RAW_WRITEABLE: pending TLS output first, then the handshake, control
+ * replies, and our own messages; one lws_write per call. */
+static int cb_raw_writeable(struct kube_exec_session *s, struct lws *wsi)
+{
+	if (s->ssl && BIO_ctrl_pending(SSL_get_wbio(s->ssl))) {
+		/* whatever else waits is looked at next time */
+		lws_callback_on_writable(wsi);
+		return tls_flush(s, wsi);
+	}
+	if (s->hs == HS_SEND)
+		return send_request(s, wsi);
+	if (s->hs != HS_DONE)
+		return 0;
+	unsigned char *msg = tx_msg(s->client);
+	if (s->close_received) {
+		/* echo the close (RFC 6455 5.5.1) and drop the connection, as lws
+		 * did: what the session reports depends on the status received */
+		memcpy(msg, s->close_code, s->close_len);
+		emit_frame(s, wsi, KUBE_WS_OP_CLOSE, msg, s->close_len);
+		return -1;
+	}
+	if (s->pong_pending) {
+		s->pong_pending = false;
+		memcpy(msg, s->pong, s->pong_len);
+		lws_callback_on_writable(wsi);
+		return emit_frame(s, wsi, KUBE_WS_OP_PONG, msg, s->pong_len);
+	}
+	return cb_writeable(s, wsi);
+}
+
+/* ---- receiving ---- */
+
+static enum kube_err ws_on_data(void *ud, const unsigned char *p, size_t len, bool final)
+{
+	struct kube_exec_session *s = ud;
+	if (s->close_received)
+		return KUBE_OK; /* nothing counts after the close */
+	return kube_exec_demux_feed(&s->rx, p, len, final, &rx_sink, s);
+}
+
+static enum kube_err ws_on_control(void *ud, unsigned opcode, const unsigned char *p,
+				   size_t len)
+{
+	struct kube_exec_session *s = ud;
+	if (s->close_received)
+		return KUBE_OK;
+	if (opcode == KUBE_WS_OP_PING) {
+		/* only the latest ping needs its pong */
+		memcpy(s->pong, p, len);
+		s->pong_len = len;
+		s->pong_pending = true;
+		lws_callback_on_writable(s->wsi);
+	} else if (opcode == KUBE_WS_OP_CLOSE) {
+		s->close_received = true;
+		s->close_len = len >= 2 ? 2 : 0;
+		memcpy(s->close_code, p, s->close_len);
+		lws_callback_on_writable(s->wsi);
+	}
+	return KUBE_OK; /* a pong: nothing to do */
+}
+
+static const struct kube_ws_rx_sink ws_sink = { ws_on_data, ws_on_control };
+
+/* A refused handshake: the same errors and hints whatever the transport. */
+static void fail_http_status(struct kube_exec_session *s, unsigned status)
+{
+	enum kube_err code = kube_err_from_http((long)status, NULL);
+	if (code == KUBE_OK)
+		code = KUBE_ERR_PROTOCOL;
+	const char *hint = "";
+	switch (status) {
+	case 401:
+		hint = ": the API server did not accept the credentials";
+		pthread_mutex_lock(&s->client->mu);
+		s->client->token_stale = true; /* re-read a token file next time */
+		pthread_mutex_unlock(&s->client->mu);
+		break;
+	case 403:
+		hint = ": the credentials may not create pods/exec for this pod";
+		break;
+	case 404:
+		hint = ": no such pod";
+		break;
+	case 400:
+		hint = ": the API server refused the request (container, or Pod not running?)";
+		break;
+	default:
+		break;
+	}
+	session_fail(s, code, (long)status, "exec into pod \"%s\" refused with HTTP %u%s",
+		     s->label, status, hint);
+}
+
+static int cb_established(struct kube_exec_session *s, struct lws *wsi)
+{
+	s->state = ST_OPEN;
+	pthread_mutex_lock(&s->mu);
+	bool out = has_output_locked(s);
+	bool pause = s->pause_req;
+	bool cancel = s->cancel_req;
+	if (s->proto == 4 && s->stdin_close_req && !s->stdin_close_sent) {
+		log_debug("kube exec: pod \"%s\": v4 has no stdin half-close; stdin stays open",
+			  s->label);
+		s->stdin_close_sent = true;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (cancel) {
+		session_fail(s, KUBE_ERR_CANCELLED, 0, "exec into pod \"%s\" cancelled", s->label);
+		return -1;
+	}
+	if (s->ops.on_open) {
+		s->in_cb = true;
+		s->ops.on_open(s->ud, s->proto == 5 ? KUBE_EXEC_PROTOCOL_V5 : KUBE_EXEC_PROTOCOL_V4);
+		s->in_cb = false;
+	}
+	if (pause && !s->pause_applied) {
+		lws_rx_flow_control(wsi, 0);
+		s->pause_applied = true;
+	}
+	if (out)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/* The answer's head is complete (head_len bytes of s->head): upgraded or not. */
+static int handshake_check(struct kube_exec_session *s, struct lws *wsi, size_t head_len)
+{
+	struct kube_ws_response r;
+	char want[29];
+	int rc = kube_ws_parse_response(s->head, head_len, &r);
+	FREE_AND_NULL(s->head);
+	s->head_len = 0;
+	if (rc) {
+		session_fail(s, KUBE_ERR_PROTOCOL, 0,
+			     "exec into pod \"%s\": the API server's answer is not HTTP", s->label);
+		return -1;
+	}
+	if (r.status != 101) {
+		fail_http_status(s, (unsigned)r.status);
+		return -1;
+	}
+	if (kube_ws_accept(s->ws_key, want)) {
+		session_fail(s, KUBE_ERR_TRANSPORT, 0, "exec into pod \"%s\": SHA-1 failed",
+			     s->label);
+		return -1;
+	}
+	if (!r.upgrade || !r.connection || strcmp(r.accept, want) != 0) {
+		session_fail(s, KUBE_ERR_PROTOCOL, 101,
+			     "exec into pod \"%s\": the server's WebSocket upgrade is invalid (%s)",
+			     s->label,
+			     !r.upgrade      ? "no Upgrade: websocket"
+			     : !r.connection ? "no Connection: upgrade"
+					     : "wrong Sec-WebSocket-Accept");
+		return -1;
+	}
+	int v = 0;
+	if (strcmp(r.protocol, KUBE_EXEC_PROTOCOL_V5) == 0 && !s->v4_only)
+		v = 5;
+	else if (strcmp(r.protocol, KUBE_EXEC_PROTOCOL_V4) == 0)
+		v = 4;
+	if (!v) {
+		session_fail(s, KUBE_ERR_PROTOCOL, 101,
+			     "exec into pod \"%s\": the server chose no supported protocol (\"%s\")",
+			     s->label, r.protocol);
+		return -1;
+	}
+	pthread_mutex_lock(&s->mu);
+	s->proto = v;
+	pthread_mutex_unlock(&s->mu);
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	s->hs = HS_DONE;
+	return cb_established(s, wsi);
+}
+
+/* Collect the answer's head (bounded); *used says how many of the len bytes
+ * belonged to it: the rest are already WebSocket frames. */
+static int take_head(struct kube_exec_session *s, struct lws *wsi, const unsigned char *p,
+		     size_t len, size_t *used)
+{
+	if (!s->head) {
+		s->head = malloc(KUBE_WS_MAX_RESPONSE_HEAD);
+		if (!s->head) {
+			session_fail(s, KUBE_ERR_NOMEM, 0, "exec into pod \"%s\": out of memory",
+				     s->label);
+			return -1;
+		}
+	}
+	size_t had = s->head_len;
+	size_t take = KUBE_WS_MAX_RESPONSE_HEAD - had;
+	if (take > len)
+		take = len;
+	memcpy(s->head + had, p, take);
+	s->head_len += take;
+	size_t from = had > 3 ? had - 3 : 0;
+	const char *e = memmem(s->head + from, s->head_len - from, "\r\n\r\n", 4);
+	if (!e) {
+		if (s->head_len == KUBE_WS_MAX_RESPONSE_HEAD) {
+			session_fail(s, KUBE_ERR_PROTOCOL, 0,
+				     "exec into pod \"%s\": the API server's answer has a head over "
+				     "%u bytes",
+				     s->label, KUBE_WS_MAX_RESPONSE_HEAD);
+			return -1;
+		}
+		*used = len;
+		return 0;
+	}
+	size_t head_len = (size_t)(e + 4 - s->head);
+	*used = head_len - had;
+	return handshake_check(s, wsi, head_len);
+}
+
+/* Plaintext from the connection. */
+static int on_plain(struct kube_exec_session *s, struct lws *wsi, const unsigned char *p,
+		    size_t len)
+{
+	if (s->hs == HS_WAIT) {
+		size_t used = 0;
+		if (take_head(s, wsi, p, len, &used))
+			return -1;
+		p += used;
+		len -= used;
+		if (!len)
+			return 0;
+	}
+	if (s->hs != HS_DONE) {
+		session_fail(s, KUBE_ERR_PROTOCOL, 0,
+			     "exec into pod \"%s\": the API server sent data before the handshake",
+			     s->label);
+		return -1;
+	}
+	const char *why = "";
+	s->in_cb = true;
+	enum kube_err rc = kube_ws_rx_feed(&s->ws, p, len, &ws_sink, s, &why);
+	s->in_cb = false;
+	if (rc == KUBE_OK)
+		return 0;
+	session_fail(s, rc, 0, "exec stream from pod \"%s\": %s", s->label,
+		     rc == KUBE_ERR_PROTOCOL	? why
+		     : rc == KUBE_ERR_TOO_LARGE ? "a message or status over its size limit"
+						: "out of memory");
+	return -1;
+}
+
+static void tls_fail(struct kube_exec_session *s, const char *what)
+{
+	char e[160] = "";
+	unsigned long code = ERR_peek_last_error();
+	if (code)
+		ERR_error_string_n(code, e, sizeof(e));
+	ERR_clear_error();
+	long vr = s->ssl ? SSL_get_verify_result(s->ssl) : X509_V_OK;
+	if (s->hs == HS_TLS && vr != X509_V_OK)
+		session_fail(s, KUBE_ERR_TRANSPORT, 0,
+			     "exec into pod \"%s\": the API server's TLS certificate was refused: %s",
+			     s->label, X509_verify_cert_error_string(vr));
+	else
+		session_fail(s, KUBE_ERR_TRANSPORT, 0, "exec into pod \"%s\": %s%s%s", s->label,
+			     what, e[0] ? ": " : "", e);
+}
+
+/* Ciphertext in (in may be NULL to only drive the handshake): the handshake
+ * moves on, and every byte it decrypts goes on at once, so that nothing stays
+ * inside OpenSSL while output is paused. */
+static int tls_input(struct kube_exec_session *s, struct lws *wsi, const void *in, size_t len)
+{
+	struct kube_exec_client *c = s->client;
+	if (len && (len > INT_MAX || BIO_write(SSL_get_rbio(s->ssl), in, (int)len) != (int)len)) {
+		session_fail(s, KUBE_ERR_NOMEM, 0, "exec into pod \"%s\": out of memory", s->label);
+		return -1;
+	}
+	if (s->hs == HS_TLS) {
+		int r = SSL_do_handshake(s->ssl);
+		if (r != 1) {
+			if (SSL_get_error(s->ssl, r) != SSL_ERROR_WANT_READ) {
+				tls_fail(s, "cannot connect: TLS handshake failed");
+				return -1;
+			}
+			goto out;
+		}
+		s->hs = HS_SEND;
+		lws_callback_on_writable(wsi);
+	}
+	for (;;) {
+		int n = SSL_read(s->ssl, c->rxplain, (int)KUBE_EXEC_RX_BUFFER);
+		if (n <= 0) {
+			int e = SSL_get_error(s->ssl, n);
+			if (e == SSL_ERROR_WANT_READ)
+				break;
+			if (e == SSL_ERROR_ZERO_RETURN) {
+				ERR_clear_error();
+				return -1; /* close_notify: the stream ends here */
+			}
+			tls_fail(s, "TLS error");
+			return -1;
+		}
+		if (on_plain(s, wsi, c->rxplain, (size_t)n))
+			return -1;
+	}
+out:
+	if (BIO_ctrl_pending(SSL_get_wbio(s->ssl)))
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+static bool is_ip_literal(const char *host)
+{
+	unsigned char a[16];
+	return inet_pton(AF_INET, host, a) == 1 || inet_pton(AF_INET6, host, a) == 1;
+}
+
+/* TLS over memory BIOs, with what lws set up when it did TLS: SNI (not for
+ * an IP address), the name check (unless insecure_skip_tls_verify), ALPN
+ * http/1.1. */
+static int tls_start(struct kube_exec_session *s)
+{
+	struct kube_exec_client *c = s->client;
+	const char *host = c->host_header;
+	bool ip = is_ip_literal(host);
+	BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+	s->ssl = SSL_new(c->ssl_ctx);
+	if (!rb || !wb || !s->ssl) {
+		BIO_free(rb);
+		BIO_free(wb);
+		goto fail;
+	}
+	BIO_set_mem_eof_return(rb, -1); /* empty means "wait", not end of file */
+	SSL_set_bio(s->ssl, rb, wb);
+	SSL_set_connect_state(s->ssl);
+	/* idle streams keep no 34 KiB record buffers */
+	SSL_set_mode(s->ssl, SSL_MODE_RELEASE_BUFFERS);
+	if (!ip && SSL_set_tlsext_host_name(s->ssl, host) != 1)
+		goto fail;
+	if (!(c->ssl_flags & LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK)) {
+		X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
+		X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if ((ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, host)
+			: X509_VERIFY_PARAM_set1_host(vp, host, 0)) != 1)
+			goto fail;
+	}
+	static const unsigned char alpn[] = "\x08http/1.1";
+	if (SSL_set_alpn_protos(s->ssl, alpn, sizeof(alpn) - 1) != 0)
+		goto fail;
+	return 0;
+fail:
+	tls_fail(s, "cannot set up TLS");
+	return -1;
+}
+
+static int cb_connected(struct kube_exec_session *s, struct lws *wsi)
+{
+	unsigned char key[16];
+	if (random_bytes(key, sizeof(key))) {
+		session_fail(s, KUBE_ERR_TRANSPORT, 0,
+			     "exec into pod \"%s\": no random bytes for the handshake", s->label);
+		return -1;
+	}
+	EVP_EncodeBlock((unsigned char *)s->ws_key, key, sizeof(key));
+	/* lws times its own handshakes; ours (TLS and HTTP) get the same */
+	lws_set_timeout(wsi, PENDING_TIMEOUT_AWAITING_SERVER_RESPONSE, HS_TIMEOUT_S);
+	if (!s->client->ssl_ctx) {
+		s->hs = HS_SEND;
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	s->hs = HS_TLS;
+	if (tls_start(s))
+		return -1;
+	return tls_input(s, wsi, NULL, 0); /* the ClientHello */
+}
+
+static int cb_raw_rx(struct kube_exec_session *s, struct lws *wsi, const void *in, size_t len)
+{
+	if (s->ssl)
+		return tls_input(s, wsi, in, len);
+	return on_plain(s, wsi, in, len);
+}
+
+static void cb_connection_error(struct kube_exec_session *s, const char *in, size_t len)
+{
+	char what[128];
+	snprintf(what, sizeof(what), "%.*s", in ? (int)(len < 120 ? len : 120) : 0,
+		 in ? in : "");
+	session_fail(s, KUBE_ERR_TRANSPORT, 0, "exec into pod \"%s\": cannot connect: %s",
+		     s->label, what[0] ? what : "connection failed");
+	session_finalize(s, NULL);
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -830,21 +1487,22 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		return 0; /* vhost-level callbacks, or a session already finalized */
 	s->wsi = wsi;
 	switch (reason) {
-	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
-		return cb_append_header(s, wsi, in, len);
-	case LWS_CALLBACK_CLIENT_FILTER_PRE_ESTABLISH:
-		return cb_filter_pre_establish(s, wsi);
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		return cb_established(s, wsi);
-	case LWS_CALLBACK_CLIENT_RECEIVE:
-		return cb_receive(s, wsi, in, len);
-	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		return cb_writeable(s, wsi);
+	case LWS_CALLBACK_RAW_CONNECTED:
+		return cb_connected(s, wsi);
+	case LWS_CALLBACK_RAW_RX:
+		return cb_raw_rx(s, wsi, in, len);
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		return cb_raw_writeable(s, wsi);
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		cb_connection_error(s, wsi, in, len);
+		cb_connection_error(s, in, len);
 		return 0;
-	case LWS_CALLBACK_CLIENT_CLOSED:
+	case LWS_CALLBACK_RAW_CLOSE:
 	case LWS_CALLBACK_WSI_DESTROY:
+		if (s->state != ST_OPEN)
+			session_fail(s, KUBE_ERR_TRANSPORT, 0,
+				     "exec into pod \"%s\": the connection closed or timed out "
+				     "during the handshake",
+				     s->label);
 		session_finalize(s, NULL);
 		return 0;
 	default:
@@ -866,15 +1524,12 @@ static void connect_session(struct kube_exec_client *c, struct kube_exec_session
 	ci.context = c->ctx;
 	ci.address = c->address;
 	ci.port = c->port;
-	ci.ssl_connection = c->ssl_flags;
-	ci.path = s->path;
+	ci.ssl_connection = 0; /* TLS is ours: see the top of this part */
+	ci.method = "RAW";
 	ci.host = c->host_header;
-	ci.origin = NULL;
-	ci.protocol = s->v4_only ? KUBE_EXEC_PROTOCOL_V4 : PROTOCOLS_ALL;
+	ci.protocol = protocols[0].name;
 	ci.local_protocol_name = protocols[0].name;
-	ci.alpn = "http/1.1"; /* lws cannot upgrade to WebSocket over h2 */
 	ci.opaque_user_data = s;
-	ci.ietf_version_or_minus_one = -1;
 
 	s->state = ST_CONNECTING;
 	s->next = c->active;
@@ -1139,9 +1794,21 @@ struct kube_exec_client *kube_exec_client_new(const struct kube_config *cfg, cha
 					: c->address);
 	c->token = xstrdup_or_null(cfg->token);
 	c->token_file = xstrdup_or_null(cfg->token_file);
-	c->txbuf = malloc(LWS_PRE + 1 + KUBE_EXEC_WRITE_CHUNK);
-	if (!c->host_header || (cfg->token && !c->token) || (cfg->token_file && !c->token_file) ||
-	    !c->txbuf) {
+	if (c->host_header) {
+		/* an IPv6 literal goes in brackets; the port unless the scheme's */
+		bool v6 = strchr(c->host_header, ':') != NULL;
+		bool dflt = c->port == (c->tls ? 443 : 80);
+		size_t hl = strlen(c->host_header) + 16;
+		c->host_port = malloc(hl);
+		if (c->host_port)
+			snprintf(c->host_port, hl, "%s%s%s%s%.0d", v6 ? "[" : "", c->host_header,
+				 v6 ? "]" : "", dflt ? "" : ":", dflt ? 0 : c->port);
+	}
+	c->txbuf = malloc(LWS_PRE + KUBE_WS_MAX_HEADER + 1 + KUBE_EXEC_WRITE_CHUNK);
+	c->txcipher = malloc(LWS_PRE + TX_CIPHER);
+	c->rxplain = malloc(KUBE_EXEC_RX_BUFFER);
+	if (!c->host_header || !c->host_port || (cfg->token && !c->token) ||
+	    (cfg->token_file && !c->token_file) || !c->txbuf || !c->txcipher || !c->rxplain) {
 		snprintf(err, errlen, "exec client: out of memory");
 		goto fail;
 	}
@@ -1162,11 +1829,8 @@ struct kube_exec_client *kube_exec_client_new(const struct kube_config *cfg, cha
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.protocols = protocols;
 	info.user = c;
-	info.options = c->tls ? LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT : 0;
-	info.provided_client_ssl_ctx = c->ssl_ctx; /* ours to free */
-	info.pt_serv_buf_size = HS_BUF_SIZE;
-	info.max_http_header_data2 = AH_DATA_SIZE;
-	info.max_http_header_pool2 = AH_POOL;
+	info.options = 0; /* lws does no TLS for us: see "the client" */
+	info.pt_serv_buf_size = KUBE_EXEC_RX_BUFFER; /* raw reads land here */
 	info.timeout_secs = 30;
 	info.connect_timeout_secs = 15;
 	info.ka_time = 60;
@@ -1207,10 +1871,13 @@ void kube_exec_client_free(struct kube_exec_client *c)
 	SSL_CTX_free(c->ssl_ctx);
 	free(c->address);
 	free(c->host_header);
+	free(c->host_port);
 	free(c->base_path);
 	free_secret(c->token);
 	free(c->token_file);
 	free(c->txbuf);
+	free(c->txcipher);
+	free(c->rxplain);
 	pthread_mutex_destroy(&c->mu);
 	free(c);
 }
@@ -1296,7 +1963,7 @@ enum kube_err kube_exec_start(struct kube_exec_client *c, const struct kube_exec
 	rc = take_token(c, &s->token, err);
 	if (rc != KUBE_OK)
 		goto fail;
-	if (strlen(s->path) + (s->token ? strlen(s->token) : 0) + HS_OVERHEAD > HS_BUF_SIZE) {
+	if (strlen(s->path) + (s->token ? strlen(s->token) : 0) + HS_OVERHEAD > HS_MAX_REQUEST) {
 		rc = kube_error_set(err, KUBE_ERR_TOO_LARGE, "exec handshake would be too large");
 		goto fail;
 	}

@@ -69,7 +69,7 @@ enum kube_exec_channel {
 #define KUBE_EXEC_MAX_STATUS (64u << 10)    /* the channel 3 JSON */
 #define KUBE_EXEC_STDIN_HIGH_WATER (1u << 20) /* default stdin queue bound */
 #define KUBE_EXEC_WRITE_CHUNK (32u << 10)   /* stdin bytes per WebSocket message */
-#define KUBE_EXEC_RX_BUFFER (64u << 10)     /* lws receive buffer per stream */
+#define KUBE_EXEC_RX_BUFFER (64u << 10)     /* bytes read from a socket at once */
 #define KUBE_EXEC_MAX_SESSIONS 4096         /* open or opening streams per client */
 
 struct kube_exec_client;
@@ -292,6 +292,100 @@ void kube_exec_demux_release(struct kube_exec_demux *d);
  * KUBE_ERR_NOMEM; after an error the stream must be dropped. */
 enum kube_err kube_exec_demux_feed(struct kube_exec_demux *d, const void *data, size_t len,
 				   bool final, const struct kube_exec_demux_sink *sink, void *ud)
+	__attribute__((warn_unused_result));
+
+/* ---- WebSocket (RFC 6455) client framing and handshake, exported for tests ----
+ *
+ * The client speaks WebSocket itself over a raw libwebsockets connection:
+ * lws 4.1's client-side frame parser handles payload one byte at a time,
+ * these handle it in bulk. */
+
+#define KUBE_WS_MAX_HEADER 14          /* 2 + 8 (64-bit length) + 4 (mask) */
+#define KUBE_WS_MAX_CONTROL 125        /* payload of a ping, pong or close */
+#define KUBE_WS_MAX_RESPONSE_HEAD (16u << 10) /* the server's handshake answer */
+
+enum kube_ws_opcode {
+	KUBE_WS_OP_CONT = 0x0,
+	KUBE_WS_OP_TEXT = 0x1,
+	KUBE_WS_OP_BINARY = 0x2,
+	KUBE_WS_OP_CLOSE = 0x8,
+	KUBE_WS_OP_PING = 0x9,
+	KUBE_WS_OP_PONG = 0xA,
+};
+
+struct kube_ws_header {
+	bool fin;
+	unsigned opcode;
+	uint64_t len;         /* payload length */
+};
+
+/*
+ * Parse a server frame header from p[0..n). in_message says a fragmented
+ * data message is in progress (a continuation is expected, a new data frame
+ * is not). Returns the header length (2..10) when complete, 0 when more bytes
+ * are needed, or -1 with a reason in *why for a frame a client must refuse:
+ * masked, reserved bits set, an unknown opcode, a control frame longer than
+ * 125 bytes or fragmented, a 64-bit length with its top bit set, or a
+ * continuation/data frame out of sequence.
+ */
+int kube_ws_parse_header(const unsigned char *p, size_t n, bool in_message,
+			 struct kube_ws_header *h, const char **why);
+
+/* Write a client frame header (masked with mask, or unmasked when mask is
+ * NULL) into out (KUBE_WS_MAX_HEADER bytes); returns its length. */
+size_t kube_ws_frame_header(unsigned char *out, bool fin, unsigned opcode, uint64_t len,
+			    const unsigned char *mask);
+
+/* XOR p with the 4-byte mask (applying it twice restores p). */
+void kube_ws_mask(unsigned char *p, size_t len, const unsigned char mask[4]);
+
+/* Sec-WebSocket-Accept for key: base64(SHA-1(key + GUID)), 28 characters and
+ * a NUL in out. 0, or -EIO when the digest fails. */
+int kube_ws_accept(const char *key, char out[29]);
+
+/* The parts of the server's handshake answer that decide the upgrade. */
+struct kube_ws_response {
+	int status;           /* e.g. 101 */
+	bool upgrade;         /* "Upgrade: websocket" */
+	bool connection;      /* "Connection" lists "upgrade" */
+	char accept[40];      /* Sec-WebSocket-Accept, "" when absent */
+	char protocol[40];    /* Sec-WebSocket-Protocol, "" when absent */
+};
+
+/* Parse a response head (status line and headers, up to and including the
+ * empty line). 0, or -EINVAL when it is not an HTTP/1.x response head. */
+int kube_ws_parse_response(const char *head, size_t len, struct kube_ws_response *r);
+
+/*
+ * The receive side of the framing: bytes as they come off the connection, in
+ * pieces of any size, to data and control messages. Headers split across
+ * pieces are kept (at most KUBE_WS_MAX_HEADER bytes), payload is passed on
+ * in place, control payloads are collected (at most KUBE_WS_MAX_CONTROL).
+ */
+struct kube_ws_rx {
+	unsigned char hdr[KUBE_WS_MAX_HEADER];
+	size_t hdr_have;
+	bool in_frame;
+	struct kube_ws_header f; /* of the frame in progress */
+	uint64_t left;           /* its payload bytes still to come */
+	bool in_message;         /* a fragmented data message is in progress */
+	unsigned char ctl[KUBE_WS_MAX_CONTROL];
+	size_t ctl_have;
+};
+
+struct kube_ws_rx_sink {
+	/* A piece of a text or binary message; final: it ends the message. */
+	enum kube_err (*on_data)(void *ud, const unsigned char *p, size_t len, bool final);
+	/* A whole ping, pong or close. */
+	enum kube_err (*on_control)(void *ud, unsigned opcode, const unsigned char *p,
+				    size_t len);
+};
+
+/* Feed bytes. Returns KUBE_OK, KUBE_ERR_PROTOCOL with a reason in *why for a
+ * refused frame, or the first error a sink returned (the feed stops there);
+ * after an error the stream must be dropped. */
+enum kube_err kube_ws_rx_feed(struct kube_ws_rx *rx, const void *data, size_t len,
+			      const struct kube_ws_rx_sink *sink, void *ud, const char **why)
 	__attribute__((warn_unused_result));
 
 #endif

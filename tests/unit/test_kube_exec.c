@@ -3,13 +3,16 @@
  * command= per argv element), the server URL split, channel 3 status
  * decoding (statuses recorded from kube-apiserver v1.35 through kwok, plus
  * hand-made malformed ones), resize framing and the receive demultiplexer
- * fed with messages cut into every possible pair of fragments. Also the
+ * fed with messages cut into every possible pair of fragments; the WebSocket
+ * framing (header parsing and every refusal, split headers, masking, the
+ * Sec-WebSocket-Accept of RFC 6455's example, the handshake answer). Also the
  * client's argument checks, which need no server.
  */
 #include "kube_exec.h"
 #include "test.h"
 
 #include <errno.h>
+#include <stdarg.h>
 
 /* ---- exec path ---- */
 
@@ -463,6 +466,397 @@ static void test_demux_binary_and_large(void)
 	kube_exec_demux_release(&d);
 }
 
+/* ---- WebSocket framing and handshake ---- */
+
+static void test_ws_accept(void)
+{
+	char out[29];
+	/* RFC 6455 section 1.3 */
+	CHECK_INT(kube_ws_accept("dGhlIHNhbXBsZSBub25jZQ==", out), 0);
+	CHECK_STR(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+	CHECK_INT(strlen(out), 28);
+}
+
+static int parse_hdr(const char *bytes, size_t n, bool in_message, struct kube_ws_header *h,
+		     const char **why)
+{
+	*why = NULL;
+	return kube_ws_parse_header((const unsigned char *)bytes, n, in_message, h, why);
+}
+
+static void test_ws_parse_header(void)
+{
+	struct kube_ws_header h;
+	const char *why;
+	CHECK_INT(parse_hdr("", 0, false, &h, &why), 0);
+	CHECK_INT(parse_hdr("\x82", 1, false, &h, &why), 0);
+	CHECK_INT(parse_hdr("\x82\x05", 2, false, &h, &why), 2);
+	CHECK(h.fin);
+	CHECK_INT(h.opcode, KUBE_WS_OP_BINARY);
+	CHECK_INT(h.len, 5);
+	CHECK_INT(parse_hdr("\x02\x7d", 2, false, &h, &why), 2);
+	CHECK(!h.fin);
+	CHECK_INT(h.len, 125);
+	/* 16-bit length: needs all four bytes */
+	CHECK_INT(parse_hdr("\x81\x7e\x01", 3, false, &h, &why), 0);
+	CHECK_INT(parse_hdr("\x81\x7e\x01\x00", 4, false, &h, &why), 4);
+	CHECK_INT(h.opcode, KUBE_WS_OP_TEXT);
+	CHECK_INT(h.len, 256);
+	/* 64-bit length: needs all ten */
+	CHECK_INT(parse_hdr("\x82\x7f\x00\x00\x00\x01\x00\x00\x00", 9, false, &h, &why), 0);
+	CHECK_INT(parse_hdr("\x82\x7f\x00\x00\x00\x01\x00\x00\x00\x02", 10, false, &h, &why),
+		  10);
+	CHECK(h.len == 0x100000002ull);
+	/* continuation inside a message, control frames anywhere */
+	CHECK_INT(parse_hdr("\x80\x01", 2, true, &h, &why), 2);
+	CHECK_INT(h.opcode, KUBE_WS_OP_CONT);
+	CHECK_INT(parse_hdr("\x89\x00", 2, true, &h, &why), 2);
+	CHECK_INT(parse_hdr("\x8a\x7d", 2, false, &h, &why), 2);
+	CHECK_INT(parse_hdr("\x88\x02", 2, true, &h, &why), 2);
+
+	/* refusals, each decided from the bytes it needs and no more */
+	static const struct {
+		const char *bytes;
+		size_t n;
+		bool in_message;
+		const char *why;
+	} bad[] = {
+		{ "\x82\x85", 2, false, "masked" },
+		{ "\xc2\x00", 2, false, "reserved" }, /* RSV1 */
+		{ "\xa2\x00", 2, false, "reserved" }, /* RSV2 */
+		{ "\x92\x00", 2, false, "reserved" }, /* RSV3 */
+		{ "\x83\x00", 2, false, "unknown opcode" },
+		{ "\x8b\x00", 2, false, "unknown opcode" },
+		{ "\x89\x7e", 2, false, "longer than 125" },
+		{ "\x88\x7f", 2, false, "longer than 125" },
+		{ "\x09\x00", 2, false, "fragmented control" },
+		{ "\x80\x00", 2, false, "continuation frame outside" },
+		{ "\x02\x00", 2, true, "new data frame inside" },
+		{ "\x81\x00", 2, true, "new data frame inside" },
+		{ "\x82\x7f\x80\x00\x00\x00\x00\x00\x00\x00", 10, false, "top bit" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		CHECK_INT(parse_hdr(bad[i].bytes, bad[i].n, bad[i].in_message, &h, &why), -1);
+		CHECK(why && strstr(why, bad[i].why) != NULL);
+	}
+}
+
+static void test_ws_frame_header(void)
+{
+	static const uint64_t lens[] = { 0, 1, 125, 126, 127, 65535, 65536, 1ull << 40 };
+	const unsigned char mask[4] = { 0x12, 0x34, 0x56, 0x78 };
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		unsigned char hb[KUBE_WS_MAX_HEADER];
+		size_t hl = kube_ws_frame_header(hb, true, KUBE_WS_OP_BINARY, lens[i], NULL);
+		CHECK_INT(hl, lens[i] < 126 ? 2 : lens[i] <= 65535 ? 4 : 10);
+		struct kube_ws_header h;
+		const char *why = NULL;
+		CHECK_INT(kube_ws_parse_header(hb, hl, false, &h, &why), (int)hl);
+		CHECK(h.len == lens[i] && h.fin && h.opcode == KUBE_WS_OP_BINARY);
+		/* masked: the mask bit and the key follow the length */
+		size_t ml = kube_ws_frame_header(hb, false, KUBE_WS_OP_TEXT, lens[i], mask);
+		CHECK_INT(ml, hl + 4);
+		CHECK_INT(hb[0], 0x01);
+		CHECK(hb[1] & 0x80);
+		CHECK(memcmp(hb + hl, mask, 4) == 0);
+	}
+	unsigned char hb[KUBE_WS_MAX_HEADER];
+	CHECK_INT(kube_ws_frame_header(hb, true, KUBE_WS_OP_BINARY, 300, mask), 8);
+	CHECK(memcmp(hb, "\x82\xfe\x01\x2c\x12\x34\x56\x78", 8) == 0);
+
+	/* masking: every length and alignment against the byte-wise rule */
+	unsigned char data[67], ref[67], orig[67];
+	for (size_t i = 0; i < sizeof(data); i++)
+		orig[i] = (unsigned char)(i * 7 + 3);
+	for (size_t off = 0; off < 3; off++) {
+		for (size_t n = 0; n + off <= sizeof(data); n++) {
+			memcpy(data, orig, sizeof(data));
+			memcpy(ref, orig, sizeof(ref));
+			kube_ws_mask(data + off, n, mask);
+			for (size_t i = 0; i < n; i++)
+				ref[off + i] ^= mask[i % 4];
+			CHECK(memcmp(data, ref, sizeof(data)) == 0);
+			kube_ws_mask(data + off, n, mask);
+			CHECK(memcmp(data, orig, sizeof(data)) == 0);
+		}
+	}
+}
+
+/* What the rx side saw, as text: "D<len>" per data piece with "F" when final,
+ * "C<opcode>:<payload>" per control frame. Data bytes are collected apart. */
+struct ws_rec {
+	char log[4096];
+	struct buf data;
+	int messages;
+	enum kube_err fail_with; /* returned by on_data once set */
+};
+
+static void ws_log(struct ws_rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ws_log(struct ws_rec *r, const char *fmt, ...)
+{
+	size_t l = strlen(r->log);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->log + l, sizeof(r->log) - l, fmt, ap);
+	va_end(ap);
+}
+
+static enum kube_err ws_rec_data(void *ud, const unsigned char *p, size_t len, bool final)
+{
+	struct ws_rec *r = ud;
+	if (r->fail_with != KUBE_OK)
+		return r->fail_with;
+	if (buf_append(&r->data, p, len) != 0)
+		abort();
+	if (final) {
+		ws_log(r, "M%zu;", r->data.len);
+		r->messages++;
+	}
+	return KUBE_OK;
+}
+
+static enum kube_err ws_rec_control(void *ud, unsigned opcode, const unsigned char *p,
+				    size_t len)
+{
+	struct ws_rec *r = ud;
+	ws_log(r, "C%u:%.*s;", opcode, (int)len, (const char *)p);
+	return KUBE_OK;
+}
+
+static const struct kube_ws_rx_sink ws_rec_sink = { ws_rec_data, ws_rec_control };
+
+static void put_frame(struct buf *b, bool fin, unsigned op, const void *p, size_t len)
+{
+	unsigned char hb[KUBE_WS_MAX_HEADER];
+	size_t hl = kube_ws_frame_header(hb, fin, op, len, NULL);
+	if (buf_append(b, hb, hl) || buf_append(b, p, len))
+		abort();
+}
+
+/* A stream: a message in three fragments with a ping between them, a text
+ * message, an empty binary message, a 70000-byte one (64-bit length), a
+ * message ending in an empty continuation, a close. */
+static void build_stream(struct buf *b, struct buf *want, char *want_log, size_t cap)
+{
+	static unsigned char big[70000];
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (unsigned char)(i * 31 + 1);
+	put_frame(b, false, KUBE_WS_OP_BINARY, "\x01he", 3);
+	put_frame(b, true, KUBE_WS_OP_PING, "hi", 2);
+	put_frame(b, false, KUBE_WS_OP_CONT, "ll", 2);
+	put_frame(b, true, KUBE_WS_OP_CONT, "o", 1);
+	put_frame(b, true, KUBE_WS_OP_TEXT, "\x02txt", 4);
+	put_frame(b, true, KUBE_WS_OP_BINARY, "", 0);
+	put_frame(b, true, KUBE_WS_OP_BINARY, big, sizeof(big));
+	put_frame(b, false, KUBE_WS_OP_BINARY, "\x01x", 2);
+	put_frame(b, true, KUBE_WS_OP_PONG, "", 0);
+	put_frame(b, true, KUBE_WS_OP_CONT, "", 0);
+	put_frame(b, true, KUBE_WS_OP_CLOSE, "\x03\xe8", 2);
+	if (buf_append(want, "\x01hello\x02txt", 10) || buf_append(want, big, sizeof(big)) ||
+	    buf_append(want, "\x01x", 2))
+		abort();
+	snprintf(want_log, cap, "C9:hi;M6;M10;M10;M%u;C10:;M%u;C8:\x03\xe8;", 10u + 70000u,
+		 12u + 70000u);
+}
+
+static void test_ws_rx_stream(void)
+{
+	struct buf stream, want;
+	char want_log[256];
+	buf_init(&stream, 1 << 20);
+	buf_init(&want, 1 << 20);
+	build_stream(&stream, &want, want_log, sizeof(want_log));
+	const unsigned char *p = (const unsigned char *)stream.data;
+	size_t n = stream.len;
+
+	/* whole, in two pieces cut anywhere in the first 200 bytes and around the
+	 * big frame's header, and byte by byte */
+	size_t cuts[400], ncuts = 0;
+	for (size_t i = 0; i <= 200 && i <= n; i++)
+		cuts[ncuts++] = i;
+	for (size_t i = 0; i < 40; i++)
+		cuts[ncuts++] = n - i;
+	for (size_t k = 0; k <= ncuts; k++) {
+		struct kube_ws_rx rx;
+		struct ws_rec r;
+		memset(&rx, 0, sizeof(rx));
+		memset(&r, 0, sizeof(r));
+		buf_init(&r.data, 1 << 20);
+		const char *why = NULL;
+		if (k < ncuts) {
+			size_t c = cuts[k];
+			CHECK_INT(kube_ws_rx_feed(&rx, p, c, &ws_rec_sink, &r, &why), KUBE_OK);
+			CHECK_INT(kube_ws_rx_feed(&rx, p + c, n - c, &ws_rec_sink, &r, &why),
+				  KUBE_OK);
+		} else {
+			for (size_t i = 0; i < n; i++)
+				CHECK_INT(kube_ws_rx_feed(&rx, p + i, 1, &ws_rec_sink, &r, &why),
+					  KUBE_OK);
+		}
+		CHECK_STR(r.log, want_log);
+		CHECK(r.data.len == want.len && memcmp(r.data.data, want.data, want.len) == 0);
+		CHECK(!rx.in_frame && !rx.in_message && rx.hdr_have == 0);
+		buf_release(&r.data);
+	}
+	buf_release(&stream);
+	buf_release(&want);
+}
+
+static void test_ws_rx_refusals(void)
+{
+	static const struct {
+		const char *bytes;
+		size_t n;
+	} bad[] = {
+		{ "\x82\x81\x00\x00\x00\x00\x00", 7 },   /* masked */
+		{ "\xc2\x01x", 3 },                       /* RSV1 */
+		{ "\x89\x7e\x00\x7e", 4 },                /* ping of 126 bytes */
+		{ "\x09\x00", 2 },                        /* fragmented ping */
+		{ "\x80\x01x", 3 },                       /* stray continuation */
+		{ "\x02\x01x\x82\x01y", 6 },              /* binary inside a message */
+		{ "\x82\x7f\xff\xff\xff\xff\xff\xff\xff\xff", 10 }, /* 64-bit top bit */
+		{ "\x82\x01x\x87\x00", 5 },               /* opcode 7 after a good frame */
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		/* whole and byte by byte (a header split across every read) */
+		for (int split = 0; split < 2; split++) {
+			struct kube_ws_rx rx;
+			struct ws_rec r;
+			memset(&rx, 0, sizeof(rx));
+			memset(&r, 0, sizeof(r));
+			buf_init(&r.data, 1 << 10);
+			const char *why = NULL;
+			enum kube_err rc = KUBE_OK;
+			if (!split) {
+				rc = kube_ws_rx_feed(&rx, bad[i].bytes, bad[i].n, &ws_rec_sink, &r,
+						     &why);
+			} else {
+				for (size_t j = 0; j < bad[i].n && rc == KUBE_OK; j++)
+					rc = kube_ws_rx_feed(&rx, bad[i].bytes + j, 1,
+							     &ws_rec_sink, &r, &why);
+			}
+			CHECK_INT(rc, KUBE_ERR_PROTOCOL);
+			CHECK(why && *why);
+			CHECK(rx.hdr_have <= KUBE_WS_MAX_HEADER);
+			buf_release(&r.data);
+		}
+	}
+	/* a sink's error stops the feed and comes back as it is */
+	struct kube_ws_rx rx;
+	struct ws_rec r;
+	memset(&rx, 0, sizeof(rx));
+	memset(&r, 0, sizeof(r));
+	buf_init(&r.data, 1 << 10);
+	r.fail_with = KUBE_ERR_TOO_LARGE;
+	const char *why = NULL;
+	CHECK_INT(kube_ws_rx_feed(&rx, "\x82\x02\x01x\x89\x00", 6, &ws_rec_sink, &r, &why),
+		  KUBE_ERR_TOO_LARGE);
+	CHECK_STR(r.log, "");
+	buf_release(&r.data);
+}
+
+/* The demux behind the framing, as the client wires them: channels and the
+ * status come out whatever the frame boundaries. */
+static enum kube_err ws_to_demux(void *ud, const unsigned char *p, size_t len, bool final)
+{
+	void **pair = ud;
+	return kube_exec_demux_feed(pair[0], p, len, final, &sink, pair[1]);
+}
+
+static enum kube_err ws_ignore_control(void *ud, unsigned opcode, const unsigned char *p,
+				       size_t len)
+{
+	(void)ud;
+	(void)opcode;
+	(void)p;
+	(void)len;
+	return KUBE_OK;
+}
+
+static void test_ws_rx_demux(void)
+{
+	static const struct kube_ws_rx_sink to_demux = { ws_to_demux, ws_ignore_control };
+	struct buf stream;
+	buf_init(&stream, 1 << 16);
+	put_frame(&stream, false, KUBE_WS_OP_BINARY, "\x01", 1); /* channel alone */
+	put_frame(&stream, false, KUBE_WS_OP_CONT, "ab", 2);
+	put_frame(&stream, true, KUBE_WS_OP_PING, "", 0);
+	put_frame(&stream, true, KUBE_WS_OP_CONT, "c", 1);
+	put_frame(&stream, true, KUBE_WS_OP_BINARY, "\x02" "e", 2);
+	char st[sizeof(REC_SUCCESS)];
+	st[0] = KUBE_EXEC_CH_STATUS;
+	memcpy(st + 1, REC_SUCCESS, sizeof(REC_SUCCESS) - 1);
+	put_frame(&stream, true, KUBE_WS_OP_BINARY, st, sizeof(st));
+	for (size_t step = 1; step <= stream.len; step++) {
+		struct kube_exec_demux d;
+		struct sink_rec r;
+		struct kube_ws_rx rx;
+		kube_exec_demux_init(&d);
+		rec_init(&r);
+		memset(&rx, 0, sizeof(rx));
+		void *pair[2] = { &d, &r };
+		const char *why = NULL;
+		for (size_t i = 0; i < stream.len; i += step) {
+			size_t k = stream.len - i < step ? stream.len - i : step;
+			CHECK_INT(kube_ws_rx_feed(&rx, stream.data + i, k, &to_demux, pair, &why),
+				  KUBE_OK);
+		}
+		CHECK(r.out.len == 3 && memcmp(r.out.data, "abc", 3) == 0);
+		CHECK(r.err.len == 1 && r.err.data[0] == 'e');
+		CHECK_INT(r.statuses, 1);
+		CHECK_STR(r.status, REC_SUCCESS);
+		rec_release(&r);
+		kube_exec_demux_release(&d);
+	}
+	buf_release(&stream);
+}
+
+static void test_ws_response(void)
+{
+	struct kube_ws_response r;
+	static const char ok[] = "HTTP/1.1 101 Switching Protocols\r\n"
+				 "upgrade: WebSocket\r\n"
+				 "CONNECTION: keep-alive,  Upgrade \r\n"
+				 "Sec-WebSocket-Accept:   s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+				 "Sec-Websocket-Protocol: v5.channel.k8s.io\r\n"
+				 "\r\n";
+	CHECK_INT(kube_ws_parse_response(ok, sizeof(ok) - 1, &r), 0);
+	CHECK_INT(r.status, 101);
+	CHECK(r.upgrade && r.connection);
+	CHECK_STR(r.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+	CHECK_STR(r.protocol, "v5.channel.k8s.io");
+
+	static const char refused[] = "HTTP/1.1 403 Forbidden\r\n"
+				      "Content-Type: application/json\r\n"
+				      "Content-Length: 250\r\n\r\n";
+	CHECK_INT(kube_ws_parse_response(refused, sizeof(refused) - 1, &r), 0);
+	CHECK_INT(r.status, 403);
+	CHECK(!r.upgrade && !r.connection);
+	CHECK_STR(r.accept, "");
+	CHECK_STR(r.protocol, "");
+
+	/* bare LF line ends, no reason phrase, a value too long to keep whole */
+	char longv[200];
+	memset(longv, 'a', sizeof(longv));
+	char head[512];
+	int hl = snprintf(head, sizeof(head),
+			  "HTTP/1.0 101\nUpgrade: websocket\nConnection: upgradex\n"
+			  "Sec-WebSocket-Protocol: %.*s\n\n",
+			  (int)sizeof(longv), longv);
+	CHECK_INT(kube_ws_parse_response(head, (size_t)hl, &r), 0);
+	CHECK_INT(r.status, 101);
+	CHECK(r.upgrade);
+	CHECK(!r.connection); /* "upgradex" is not the token */
+	CHECK_INT(strlen(r.protocol), sizeof(r.protocol) - 1);
+
+	static const char *const bad[] = {
+		"HTTP/2 101 x\r\n\r\n", "HTTP/1.1 1o1 x\r\n\r\n", "HTTP/1.1 1010\r\n\r\n",
+		"SSH-2.0-OpenSSH\r\n\r\n", "HTTP/1.1 101 x\r\nno colon here\r\n\r\n", "",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_INT(kube_ws_parse_response(bad[i], strlen(bad[i]), &r), -EINVAL);
+}
+
 /* ---- the client without a server ---- */
 
 static void test_client_args(void)
@@ -529,6 +923,13 @@ int main(void)
 	RUN(test_demux_whole_messages);
 	RUN(test_demux_fragments);
 	RUN(test_demux_binary_and_large);
+	RUN(test_ws_accept);
+	RUN(test_ws_parse_header);
+	RUN(test_ws_frame_header);
+	RUN(test_ws_rx_stream);
+	RUN(test_ws_rx_refusals);
+	RUN(test_ws_rx_demux);
+	RUN(test_ws_response);
 	RUN(test_client_args);
 	return test_summary();
 }
