@@ -1800,9 +1800,12 @@ struct kube_exec_client *kube_exec_client_new(const struct kube_config *cfg, cha
 		bool dflt = c->port == (c->tls ? 443 : 80);
 		size_t hl = strlen(c->host_header) + 16;
 		c->host_port = malloc(hl);
-		if (c->host_port)
-			snprintf(c->host_port, hl, "%s%s%s%s%.0d", v6 ? "[" : "", c->host_header,
-				 v6 ? "]" : "", dflt ? "" : ":", dflt ? 0 : c->port);
+		if (c->host_port && dflt)
+			snprintf(c->host_port, hl, "%s%s%s", v6 ? "[" : "", c->host_header,
+				 v6 ? "]" : "");
+		else if (c->host_port)
+			snprintf(c->host_port, hl, "%s%s%s:%d", v6 ? "[" : "", c->host_header,
+				 v6 ? "]" : "", c->port);
 	}
 	c->txbuf = malloc(LWS_PRE + KUBE_WS_MAX_HEADER + 1 + KUBE_EXEC_WRITE_CHUNK);
 	c->txcipher = malloc(LWS_PRE + TX_CIPHER);
