@@ -190,9 +190,9 @@ enum kube_err kube_status_from_json(const cJSON *status, struct kube_error *err)
 		return kube_error_set(err, KUBE_ERR_PROTOCOL, "error event without a Status");
 	}
 	const cJSON *code = cJSON_GetObjectItemCaseSensitive(status, "code");
-	int64_t http = 500;
-	if (cJSON_IsNumber(code) && !double_as_i64(code->valuedouble, 0, 999, &http))
-		http = 500; /* not an HTTP status: treat as a server error */
+	int64_t http = 500; /* kept when code is missing or not an HTTP status */
+	if (cJSON_IsNumber(code))
+		(void)double_as_i64(code->valuedouble, 0, 999, &http);
 	err->http_status = (long)http;
 	decode_status_fields(status, err);
 	err->code = kube_err_from_http(err->http_status, err->reason[0] ? err->reason : NULL);

@@ -32,23 +32,19 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# pytest drives the end-to-end tests: the python3 on PATH must import it
-if ! python3 -c 'import pytest' >/dev/null 2>&1; then
-	echo "install-deps: installing pytest" >&2
-	python3 -m pip install -q pytest 2>/dev/null ||
+# Python modules the tests import, for the python3 on PATH: pip, else Debian's
+# package. pytest drives the end-to-end tests; PyYAML lets
+# tests/e2e/test_helm.py compare the chart's render with manifests/.
+need_py() { # module pip-name debian-package
+	python3 -c "import $1" >/dev/null 2>&1 && return 0
+	echo "install-deps: installing $2" >&2
+	python3 -m pip install -q "$2" 2>/dev/null ||
 		{ sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo;
-		  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pytest >/dev/null; }
-	python3 -c 'import pytest' || { echo "install-deps: cannot install pytest" >&2; exit 1; }
-fi
-
-# PyYAML: tests/e2e/test_helm.py compares the chart's render with manifests/
-if ! python3 -c 'import yaml' >/dev/null 2>&1; then
-	echo "install-deps: installing PyYAML" >&2
-	python3 -m pip install -q pyyaml 2>/dev/null ||
-		{ sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo;
-		  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-yaml >/dev/null; }
-	python3 -c 'import yaml' || { echo "install-deps: cannot install PyYAML" >&2; exit 1; }
-fi
+		  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$3" >/dev/null; }
+	python3 -c "import $1" || { echo "install-deps: cannot install $2" >&2; exit 1; }
+}
+need_py pytest pytest python3-pytest
+need_py yaml pyyaml python3-yaml
 
 if ! command -v go >/dev/null 2>&1; then
 	echo "install-deps: Go >= 1.24 is needed to build the test control plane (go.dev/doc/install)" >&2

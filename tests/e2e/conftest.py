@@ -159,6 +159,18 @@ templates:
 """
 
 
+def wait_until(fn, timeout=30, interval=0.1):
+    """Call fn until it returns something true, for at most timeout seconds;
+    that value, or fn()'s last answer."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(interval)
+    return fn()
+
+
 def load_env():
     path = os.environ.get("SBX_CLUSTER_ENV")
     if not path:

@@ -12,16 +12,7 @@ import time
 import pytest
 
 import wsclient
-
-
-def wait_until(fn, timeout=20, interval=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(interval)
-    return fn()
+from conftest import wait_until
 
 
 def pids_of(cmdline):

@@ -2,19 +2,10 @@
 import re
 import time
 
+from conftest import wait_until
+
 ID_RE = re.compile(r"^sb-[a-z2-7]{20}$")
 NS_PODS = "/api/v1/namespaces/{ns}/pods"
-
-
-def wait_until(fn, timeout=30, interval=0.2):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    return last
 
 
 def create(api, template="python", **kw):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import Controller
+from conftest import Controller, wait_until
 
 NS_PODS = "/api/v1/namespaces/{ns}/pods"
 
@@ -230,17 +230,6 @@ def attempt(ctl, ctx):
     except REFUSED as e:
         return "refused", e
     return "answered", status
-
-
-def wait_until(fn, timeout=10, interval=0.2):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    return last
 
 
 def audited(ctl, rid, timeout=5):

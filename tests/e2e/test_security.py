@@ -11,22 +11,13 @@ import time
 
 import pytest
 
-from conftest import Controller, b64u
+from conftest import Controller, b64u, wait_until
 
 
 def create(api, template="python", **kw):
     body = {"template": template}
     body.update(kw)
     return api.call("POST", "/v1/sandboxes", body)
-
-
-def wait_until(fn, timeout=20, interval=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if fn():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def unsigned_jwt(alg="none", **claims):

@@ -591,6 +591,14 @@ struct ws_rec {
 	enum kube_err fail_with; /* returned by on_data once set */
 };
 
+/* A fresh frame parser and recorder; data holds up to cap bytes. */
+static void ws_rec_init(struct kube_ws_rx *rx, struct ws_rec *r, size_t cap)
+{
+	memset(rx, 0, sizeof(*rx));
+	memset(r, 0, sizeof(*r));
+	buf_init(&r->data, cap);
+}
+
 static void ws_log(struct ws_rec *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void ws_log(struct ws_rec *r, const char *fmt, ...)
 {
@@ -679,9 +687,7 @@ static void test_ws_rx_stream(void)
 	for (size_t k = 0; k <= ncuts; k++) {
 		struct kube_ws_rx rx;
 		struct ws_rec r;
-		memset(&rx, 0, sizeof(rx));
-		memset(&r, 0, sizeof(r));
-		buf_init(&r.data, 1 << 20);
+		ws_rec_init(&rx, &r, 1 << 20);
 		const char *why = NULL;
 		if (k < ncuts) {
 			size_t c = cuts[k];
@@ -722,9 +728,7 @@ static void test_ws_rx_refusals(void)
 		for (int split = 0; split < 2; split++) {
 			struct kube_ws_rx rx;
 			struct ws_rec r;
-			memset(&rx, 0, sizeof(rx));
-			memset(&r, 0, sizeof(r));
-			buf_init(&r.data, 1 << 10);
+			ws_rec_init(&rx, &r, 1 << 10);
 			const char *why = NULL;
 			enum kube_err rc = KUBE_OK;
 			if (!split) {
@@ -744,9 +748,7 @@ static void test_ws_rx_refusals(void)
 	/* a sink's error stops the feed and comes back as it is */
 	struct kube_ws_rx rx;
 	struct ws_rec r;
-	memset(&rx, 0, sizeof(rx));
-	memset(&r, 0, sizeof(r));
-	buf_init(&r.data, 1 << 10);
+	ws_rec_init(&rx, &r, 1 << 10);
 	r.fail_with = KUBE_ERR_TOO_LARGE;
 	const char *why = NULL;
 	CHECK_INT(kube_ws_rx_feed(&rx, "\x82\x02\x01x\x89\x00", 6, &ws_rec_sink, &r, &why),
